@@ -1,0 +1,270 @@
+//! Request-level authentication decisions, without I/O: what to do with a request's headers, and what a
+//! [`Verdict`] means for the request. `filter::stream` executes the result.
+
+use crate::config::Config;
+use crate::jwt::{Principal, Rejection, Verdict};
+use crate::reply::{self, LocalReply};
+use serde_json::Value;
+use std::rc::Rc;
+
+/// The parts of the request head that decisions need.
+#[derive(Debug, Default)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// `:path` including any query string.
+    pub path: &'a str,
+    /// Every value of the configured token header (normally zero or one).
+    pub token_values: Vec<&'a str>,
+    pub origin: Option<&'a str>,
+    pub access_control_request_method: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum HeadDecision {
+    /// Not a guarded path: forward untouched.
+    Bypass,
+    /// CORS preflight: browsers never send credentials on it (like `jwt_authn`, let it through).
+    Preflight,
+    /// Answer locally without authentication (the RFC 9728 metadata document).
+    Serve(LocalReply),
+    Deny(Denial),
+    Authenticate(String),
+}
+
+/// A refusal: the reply, plus the reason for stats and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    pub reason: &'static str,
+    pub reply: LocalReply,
+}
+
+pub const REASON_MISSING_TOKEN: &str = "missing_token";
+pub const REASON_MULTIPLE_TOKENS: &str = "multiple_tokens";
+pub const REASON_KEYS_UNAVAILABLE: &str = "jwks_unavailable";
+pub const REASON_ORIGIN: &str = "origin_not_allowed";
+
+pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
+    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    if let Some(meta) = &config.resource_metadata
+        && head.method == "GET"
+        && meta.well_known_paths.iter().any(|p| p == path)
+    {
+        return HeadDecision::Serve(reply::resource_metadata(&meta.document));
+    }
+    if !config.paths.iter().any(|m| m.matches(path)) {
+        return HeadDecision::Bypass;
+    }
+    // MCP transport spec: servers must validate Origin (DNS rebinding). Checked before anything else,
+    // preflight included, so a browser page from another origin gets nothing from the endpoint.
+    if let Some(origin) = head.origin
+        && is_mcp_path(config, path)
+        && !config.mcp.origin_allowed(origin)
+    {
+        return deny(REASON_ORIGIN, crate::mcp::reply::request_error(403, "Forbidden: Origin not allowed"));
+    }
+    if head.method == "OPTIONS" && head.origin.is_some() && head.access_control_request_method.is_some() {
+        return HeadDecision::Preflight;
+    }
+    match head.token_values.as_slice() {
+        [] => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+        [value] => match extract_token(&config.token.scheme, value) {
+            Some(token) => HeadDecision::Authenticate(token.to_string()),
+            None => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+        },
+        _ => deny(REASON_MULTIPLE_TOKENS, reply::invalid_request("More than one credential was sent")),
+    }
+}
+
+/// `path` without query string.
+pub fn is_mcp_path(config: &Config, path: &str) -> bool {
+    config.mcp.paths.iter().any(|m| m.matches(path))
+}
+
+fn deny(reason: &'static str, reply: LocalReply) -> HeadDecision {
+    HeadDecision::Deny(Denial { reason, reply })
+}
+
+/// `Bearer <token>` → `<token>`; the scheme is case-insensitive (RFC 7235). An empty scheme takes the
+/// whole value. Anything else, or an empty token, is "no token".
+pub fn extract_token<'a>(scheme: &str, value: &'a str) -> Option<&'a str> {
+    let token = if scheme.is_empty() {
+        value.trim()
+    } else {
+        let (given, rest) = value.split_once(' ')?;
+        if !given.eq_ignore_ascii_case(scheme) {
+            return None;
+        }
+        rest.trim_start_matches(' ')
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// What the request should do after a verdict.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Allow(Rc<Principal>),
+    Deny(Denial),
+    /// Keys are missing or may have rotated: hold the request.
+    Wait {
+        provider: usize,
+        unknown_key: bool,
+    },
+}
+
+pub fn outcome(config: &Config, verdict: Verdict) -> Outcome {
+    match verdict {
+        Verdict::Verified { principal, .. } => Outcome::Allow(principal),
+        Verdict::Rejected(why) => {
+            Outcome::Deny(Denial { reason: why.code(), reply: reply::invalid_token(config, why) })
+        }
+        Verdict::KeysNotLoaded { provider } => Outcome::Wait { provider, unknown_key: false },
+        Verdict::UnknownKey { provider } => Outcome::Wait { provider, unknown_key: true },
+    }
+}
+
+/// The final answer for a request whose wait ended without usable keys.
+pub fn give_up(config: &Config, unknown_key: bool, have_keys: bool) -> Denial {
+    if unknown_key && have_keys {
+        Denial { reason: Rejection::UnknownKey.code(), reply: reply::invalid_token(config, Rejection::UnknownKey) }
+    } else {
+        Denial { reason: REASON_KEYS_UNAVAILABLE, reply: reply::keys_unavailable() }
+    }
+}
+
+/// Upstream headers to set from verified claims: `(header, Some(value))`, or `(header, None)` to remove
+/// it when the claim is absent. A claim value that cannot be a header value refuses the token.
+pub fn claim_headers<'c>(
+    config: &'c Config,
+    principal: &Principal,
+) -> Result<Vec<(&'c str, Option<String>)>, Rejection> {
+    let mut out = Vec::with_capacity(config.claim_headers.len());
+    for mapping in &config.claim_headers {
+        let value = match principal.claim(&mapping.claim) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(header_value(v).ok_or(Rejection::BadClaim)?),
+        };
+        out.push((mapping.header.as_str(), value));
+    }
+    Ok(out)
+}
+
+fn header_value(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => {
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(_) | Value::Bool(_) => Some(i.to_string()),
+                    _ => None,
+                })
+                .collect();
+            parts?.join(" ")
+        }
+        other => other.to_string(),
+    };
+    // Visible ASCII, space and tab, plus UTF-8 above 0x7f; no control characters (header injection).
+    text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Config {
+        crate::config::parse(
+            br#"{"providers":[{"issuer":"https://idp","audiences":["a"],"jwks":{"inline":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}],
+                "paths":[{"prefix":"/mcp"}],
+                "mcp":{"allowed_origins":["https://app.example.com"]},
+                "claim_headers":[{"claim":"sub","header":"x-user-sub"},{"claim":"scope","header":"X-User-Scopes"},{"claim":"groups","header":"x-groups"}],
+                "resource_metadata":{"resource":"https://mcp.example.com/mcp"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn head<'a>(method: &'a str, path: &'a str, tokens: Vec<&'a str>) -> RequestHead<'a> {
+        RequestHead { method, path, token_values: tokens, ..Default::default() }
+    }
+
+    #[test]
+    fn unguarded_paths_pass_and_metadata_is_served() {
+        let c = config();
+        assert_eq!(decide_head(&c, &head("POST", "/other", vec![])), HeadDecision::Bypass);
+        for p in ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource?x=1"] {
+            let HeadDecision::Serve(r) = decide_head(&c, &head("GET", p, vec![])) else { panic!("{p}") };
+            assert_eq!(r.status, 200);
+            let doc: Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
+            assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        }
+    }
+
+    #[test]
+    fn token_extraction() {
+        assert_eq!(extract_token("Bearer", "Bearer abc"), Some("abc"));
+        assert_eq!(extract_token("Bearer", "bearer  abc"), Some("abc"));
+        assert_eq!(extract_token("Bearer", "Basic abc"), None);
+        assert_eq!(extract_token("Bearer", "Bearer "), None);
+        assert_eq!(extract_token("Bearer", "Bearerabc"), None);
+        assert_eq!(extract_token("", " abc "), Some("abc"));
+    }
+
+    #[test]
+    fn guarded_path_decisions() {
+        let c = config();
+        let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp", vec![])) else { panic!() };
+        assert_eq!((d.reason, d.reply.status), (REASON_MISSING_TOKEN, 401));
+        let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp?x", vec!["Bearer a", "Bearer b"])) else {
+            panic!()
+        };
+        assert_eq!((d.reason, d.reply.status), (REASON_MULTIPLE_TOKENS, 400));
+        assert_eq!(
+            decide_head(&c, &head("POST", "/mcp/x", vec!["Bearer tok"])),
+            HeadDecision::Authenticate("tok".into())
+        );
+        let preflight = RequestHead {
+            origin: Some("https://app.example.com"),
+            access_control_request_method: Some("POST"),
+            ..head("OPTIONS", "/mcp", vec![])
+        };
+        assert_eq!(decide_head(&c, &preflight), HeadDecision::Preflight);
+        let foreign = RequestHead { origin: Some("https://evil.example"), ..head("POST", "/mcp", vec!["Bearer t"]) };
+        let HeadDecision::Deny(d) = decide_head(&c, &foreign) else { panic!() };
+        assert_eq!((d.reason, d.reply.status), (REASON_ORIGIN, 403));
+        let allowed = RequestHead { origin: Some("https://app.example.com"), ..head("POST", "/mcp", vec!["Bearer t"]) };
+        assert_eq!(decide_head(&c, &allowed), HeadDecision::Authenticate("t".into()));
+    }
+
+    #[test]
+    fn claim_headers_from_principal() {
+        let c = config();
+        let p = Principal {
+            provider: 0,
+            subject: Some("alice".into()),
+            scopes: vec![],
+            expires_at: None,
+            claims: json!({"sub":"alice","scope":"a b"}).as_object().unwrap().clone(),
+        };
+        let h = claim_headers(&c, &p).unwrap();
+        assert_eq!(
+            h,
+            vec![("x-user-sub", Some("alice".to_string())), ("x-user-scopes", Some("a b".into())), ("x-groups", None)]
+        );
+        let mut bad = p.clone();
+        bad.claims.insert("sub".into(), json!("alice\r\nx-admin: 1"));
+        assert_eq!(claim_headers(&c, &bad).unwrap_err(), Rejection::BadClaim);
+        bad.claims.insert("sub".into(), json!("alice"));
+        bad.claims.insert("groups".into(), json!(["a", 1, true]));
+        assert_eq!(claim_headers(&c, &bad).unwrap()[2].1.as_deref(), Some("a 1 true"));
+    }
+
+    #[test]
+    fn give_up_is_503_unless_keys_exist_for_an_unknown_kid() {
+        let c = config();
+        assert_eq!(give_up(&c, false, false).reply.status, 503);
+        assert_eq!(give_up(&c, true, false).reply.status, 503);
+        assert_eq!(give_up(&c, true, true).reply.status, 401);
+    }
+}

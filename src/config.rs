@@ -1,0 +1,803 @@
+//! Filter configuration: the JSON in the Wasm filter's `configuration`, turned into a validated [`Config`].
+//!
+//! Parsing has two stages. serde (with `deny_unknown_fields` and `serde_path_to_error`) refuses unknown
+//! fields and wrong types and reports the path; [`validate`] then checks values and relations. Every
+//! error is a [`ConfigError`] whose `field` is a path such as `providers[0].jwks.remote.timeout_ms`, so
+//! the one Envoy log line that refuses a configuration tells the operator what to fix.
+//! Field reference: docs/configuration.md (keep the two in step).
+
+use crate::jwt::jwk::KeySet;
+use crate::jwt::signature::Algorithm;
+use crate::mcp::glob::Glob;
+use crate::mcp::rules::{self, ClaimCondition, ClaimTest, Policy, Rule, Unlisted};
+use serde::Deserialize;
+use std::fmt;
+
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_REFRESH_INTERVAL_SECONDS: u64 = 600;
+pub const DEFAULT_MIN_REFRESH_INTERVAL_SECONDS: u64 = 30;
+pub const DEFAULT_MAX_REFRESH_INTERVAL_SECONDS: u64 = 86_400;
+pub const DEFAULT_UNKNOWN_KID_REFETCH_SECONDS: u64 = 30;
+pub const DEFAULT_RETRY_INITIAL_BACKOFF_MS: u64 = 1_000;
+pub const DEFAULT_RETRY_MAX_BACKOFF_MS: u64 = 60_000;
+pub const DEFAULT_JWKS_MAX_BYTES: usize = 256 * 1024;
+pub const DEFAULT_JWKS_WAIT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1_000;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_MAX_LIST_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+const WELL_KNOWN_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.field.is_empty() { write!(f, "{}", self.reason) } else { write!(f, "{}: {}", self.field, self.reason) }
+    }
+}
+
+/// The validated configuration. Built once per `on_configure`; the request path only reads it.
+#[derive(Debug)]
+pub struct Config {
+    pub providers: Vec<Provider>,
+    pub token: TokenSource,
+    pub paths: Vec<PathMatch>,
+    pub claim_headers: Vec<ClaimHeader>,
+    pub resource_metadata: Option<ResourceMetadata>,
+    /// `scope="..."` hint for the 401 challenge, space-separated.
+    pub challenge_scope: Option<String>,
+    pub jwks_wait_timeout_ms: u64,
+    pub token_cache_max_entries: usize,
+    pub mcp: McpConfig,
+}
+
+/// Where and how MCP JSON-RPC bodies are inspected and authorized.
+#[derive(Debug)]
+pub struct McpConfig {
+    /// Paths that are MCP endpoints (a subset of the guarded paths' meaning; default: the guarded paths).
+    pub paths: Vec<PathMatch>,
+    pub max_body_bytes: usize,
+    pub body_timeout_ms: u64,
+    /// Exact `Origin` values allowed; `*` allows any. Requests without `Origin` are not affected.
+    pub allowed_origins: Vec<String>,
+    pub policy: Policy,
+    pub filter_lists: bool,
+    pub max_list_response_bytes: usize,
+}
+
+impl McpConfig {
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*" || o == origin)
+    }
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub jwks: JwksSource,
+    pub clock_skew_seconds: u64,
+    pub require_exp: bool,
+    pub max_token_bytes: usize,
+}
+
+#[derive(Debug)]
+pub enum JwksSource {
+    Remote(RemoteJwks),
+    Inline(KeySet),
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u64,
+    pub refresh_interval_seconds: u64,
+    pub min_refresh_interval_seconds: u64,
+    pub max_refresh_interval_seconds: u64,
+    pub unknown_kid_refetch_interval_seconds: u64,
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_ms: u64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSource {
+    /// Lower-case header name.
+    pub header: String,
+    /// Auth scheme before the token (matched case-insensitively); empty means the whole value is the token.
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// `path` is the request path without its query string.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimHeader {
+    /// Claim name; a dotted name (`realm_access.roles`) walks nested objects.
+    pub claim: String,
+    pub header: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResourceMetadata {
+    /// RFC 9728 document, serialised once at load.
+    pub document: String,
+    /// Absolute URL of the document, used in `WWW-Authenticate: Bearer resource_metadata="..."`.
+    pub url: String,
+    /// Request paths the filter answers with the document itself.
+    pub well_known_paths: Vec<String>,
+}
+
+// ---- the JSON shape (serde) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    token: Option<RawTokenSource>,
+    #[serde(default)]
+    paths: Option<Vec<RawPathMatch>>,
+    #[serde(default)]
+    claim_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    resource_metadata: Option<RawResourceMetadata>,
+    #[serde(default)]
+    challenge_scopes: Vec<String>,
+    #[serde(default)]
+    jwks_wait_timeout_ms: Option<u64>,
+    #[serde(default)]
+    token_cache: Option<RawTokenCache>,
+    #[serde(default)]
+    mcp: Option<RawMcp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    #[serde(default)]
+    paths: Option<Vec<RawPathMatch>>,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    body_timeout_ms: Option<u64>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    unlisted_tools: Option<String>,
+    #[serde(default)]
+    unlisted_methods: Option<String>,
+    #[serde(default)]
+    filter_lists: Option<bool>,
+    #[serde(default)]
+    max_list_response_bytes: Option<usize>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    method: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    any_scopes: Vec<Vec<String>>,
+    #[serde(default)]
+    claims: Vec<RawClaimCondition>,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimCondition {
+    claim: String,
+    #[serde(default)]
+    contains: Option<String>,
+    #[serde(default, rename = "in")]
+    one_of: Option<Vec<String>>,
+    #[serde(default)]
+    equals: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    #[serde(default)]
+    name: Option<String>,
+    issuer: String,
+    audiences: Vec<String>,
+    #[serde(default)]
+    algorithms: Option<Vec<String>>,
+    jwks: RawJwks,
+    #[serde(default)]
+    clock_skew_seconds: Option<u64>,
+    #[serde(default)]
+    require_exp: Option<bool>,
+    #[serde(default)]
+    max_token_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwks {
+    #[serde(default)]
+    remote: Option<RawRemoteJwks>,
+    #[serde(default)]
+    inline: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemoteJwks {
+    cluster: String,
+    authority: String,
+    path: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    refresh_interval_seconds: Option<u64>,
+    #[serde(default)]
+    min_refresh_interval_seconds: Option<u64>,
+    #[serde(default)]
+    max_refresh_interval_seconds: Option<u64>,
+    #[serde(default)]
+    unknown_kid_refetch_interval_seconds: Option<u64>,
+    #[serde(default)]
+    retry_initial_backoff_ms: Option<u64>,
+    #[serde(default)]
+    retry_max_backoff_ms: Option<u64>,
+    #[serde(default)]
+    max_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenSource {
+    header: String,
+    #[serde(default)]
+    scheme: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathMatch {
+    #[serde(default)]
+    exact: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimHeader {
+    claim: String,
+    header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResourceMetadata {
+    resource: String,
+    #[serde(default)]
+    authorization_servers: Vec<String>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
+    #[serde(default)]
+    resource_name: Option<String>,
+    #[serde(default)]
+    metadata_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenCache {
+    max_entries: usize,
+}
+
+/// Parses and validates the filter configuration.
+pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::new("", "configuration is empty; see docs/configuration.md"));
+    }
+    // Duplicate keys in configuration are refused for the same reason as in tokens: what the operator
+    // reads must be what the filter applies.
+    crate::json_strict::parse(json).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    if raw.providers.is_empty() {
+        return Err(ConfigError::new("providers", "at least one provider is required"));
+    }
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let provider = validate_provider(&format!("providers[{i}]"), p)?;
+        if let Some(j) = providers.iter().position(|q: &Provider| q.issuer == provider.issuer) {
+            return Err(ConfigError::new(
+                format!("providers[{i}].issuer"),
+                format!("issuer is already used by providers[{j}]; tokens are matched to providers by issuer"),
+            ));
+        }
+        if providers.iter().any(|q: &Provider| q.name == provider.name) {
+            return Err(ConfigError::new(format!("providers[{i}].name"), "provider names must be unique"));
+        }
+        providers.push(provider);
+    }
+
+    let token = match raw.token {
+        None => TokenSource { header: "authorization".into(), scheme: "Bearer".into() },
+        Some(t) => {
+            let header = t.header.to_ascii_lowercase();
+            check_header_name("token.header", &header)?;
+            let scheme = t.scheme.unwrap_or_else(|| "Bearer".into());
+            if scheme.chars().any(|c| !c.is_ascii_alphanumeric() && c != '-' && c != '_') {
+                return Err(ConfigError::new("token.scheme", "must be a single word such as \"Bearer\", or empty"));
+            }
+            TokenSource { header, scheme }
+        }
+    };
+
+    let paths = match raw.paths {
+        None => vec![PathMatch::Prefix("/".into())],
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new("paths", "must not be empty; omit it to guard every path"));
+        }
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| validate_path_match(&format!("paths[{i}]"), m))
+            .collect::<Result<_, _>>()?,
+    };
+
+    let mut claim_headers: Vec<ClaimHeader> = Vec::new();
+    for (i, ch) in raw.claim_headers.into_iter().enumerate() {
+        let field = format!("claim_headers[{i}]");
+        if ch.claim.is_empty() || ch.claim.split('.').any(str::is_empty) {
+            return Err(ConfigError::new(format!("{field}.claim"), "must be a claim name or a dotted path"));
+        }
+        let header = ch.header.to_ascii_lowercase();
+        check_header_name(&format!("{field}.header"), &header)?;
+        if matches!(header.as_str(), "authorization" | "host" | "content-length" | "transfer-encoding")
+            || header == token.header
+        {
+            return Err(ConfigError::new(format!("{field}.header"), "this header cannot carry a claim"));
+        }
+        if claim_headers.iter().any(|c| c.header == header) {
+            return Err(ConfigError::new(format!("{field}.header"), "header is already mapped"));
+        }
+        claim_headers.push(ClaimHeader { claim: ch.claim, header });
+    }
+
+    let resource_metadata =
+        raw.resource_metadata.map(|m| validate_resource_metadata("resource_metadata", m)).transpose()?;
+
+    for (i, s) in raw.challenge_scopes.iter().enumerate() {
+        check_scope_token(&format!("challenge_scopes[{i}]"), s)?;
+    }
+    let challenge_scope = (!raw.challenge_scopes.is_empty()).then(|| raw.challenge_scopes.join(" "));
+
+    let jwks_wait_timeout_ms = raw.jwks_wait_timeout_ms.unwrap_or(DEFAULT_JWKS_WAIT_TIMEOUT_MS);
+    check_range("jwks_wait_timeout_ms", jwks_wait_timeout_ms, 1, 120_000)?;
+    let token_cache_max_entries = raw.token_cache.map_or(DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries);
+    check_range("token_cache.max_entries", token_cache_max_entries as u64, 0, 1_000_000)?;
+
+    let mcp = validate_mcp("mcp", raw.mcp.unwrap_or_default(), &paths)?;
+
+    Ok(Config {
+        providers,
+        token,
+        paths,
+        claim_headers,
+        resource_metadata,
+        challenge_scope,
+        jwks_wait_timeout_ms,
+        token_cache_max_entries,
+        mcp,
+    })
+}
+
+fn validate_mcp(field: &str, m: RawMcp, guarded: &[PathMatch]) -> Result<McpConfig, ConfigError> {
+    let paths = match m.paths {
+        None => guarded.to_vec(),
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new(
+                format!("{field}.paths"),
+                "must not be empty; omit it to use the guarded paths",
+            ));
+        }
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| validate_path_match(&format!("{field}.paths[{i}]"), p))
+            .collect::<Result<_, _>>()?,
+    };
+    let max_body_bytes = m.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    check_range(&format!("{field}.max_body_bytes"), max_body_bytes as u64, 1024, 64 * 1024 * 1024)?;
+    let body_timeout_ms = m.body_timeout_ms.unwrap_or(DEFAULT_BODY_TIMEOUT_MS);
+    check_range(&format!("{field}.body_timeout_ms"), body_timeout_ms, 100, 600_000)?;
+    let max_list_response_bytes = m.max_list_response_bytes.unwrap_or(DEFAULT_MAX_LIST_RESPONSE_BYTES);
+    check_range(&format!("{field}.max_list_response_bytes"), max_list_response_bytes as u64, 1024, 64 * 1024 * 1024)?;
+    for (i, o) in m.allowed_origins.iter().enumerate() {
+        if o != "*" && (split_url(o).is_none_or(|(_, path)| !path.is_empty()) || o.ends_with('/')) {
+            return Err(ConfigError::new(
+                format!("{field}.allowed_origins[{i}]"),
+                format!(
+                    "{o:?} is not an origin such as https://app.example.com (scheme://host[:port], no path), or \"*\""
+                ),
+            ));
+        }
+    }
+    let unlisted = |name: &str, v: Option<String>, default: Unlisted| match v.as_deref() {
+        None => Ok(default),
+        Some("allow") => Ok(Unlisted::Allow),
+        Some("deny") => Ok(Unlisted::Deny),
+        Some(other) => {
+            Err(ConfigError::new(format!("{field}.{name}"), format!("{other:?} must be \"allow\" or \"deny\"")))
+        }
+    };
+    let policy = Policy {
+        unlisted_tools: unlisted("unlisted_tools", m.unlisted_tools, Unlisted::Deny)?,
+        unlisted_methods: unlisted("unlisted_methods", m.unlisted_methods, Unlisted::Allow)?,
+        rules: m
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| validate_rule(&format!("{field}.rules[{i}]"), r))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(McpConfig {
+        paths,
+        max_body_bytes,
+        body_timeout_ms,
+        allowed_origins: m.allowed_origins,
+        policy,
+        filter_lists: m.filter_lists.unwrap_or(true),
+        max_list_response_bytes,
+    })
+}
+
+fn validate_rule(field: &str, r: RawRule) -> Result<Rule, ConfigError> {
+    let method_is_glob = r.method.contains(['*', '?']);
+    if r.method.is_empty() || (!method_is_glob && !rules::KNOWN_METHODS.contains(&r.method.as_str())) {
+        return Err(ConfigError::new(
+            format!("{field}.method"),
+            format!(
+                "unknown MCP method {:?} (method names are case-sensitive; use a glob such as \"notifications/*\" for others)",
+                r.method
+            ),
+        ));
+    }
+    let method = Glob::new(&r.method);
+    let target = match (r.name, r.uri) {
+        (Some(_), Some(_)) => return Err(ConfigError::new(field, "set at most one of \"name\" or \"uri\"")),
+        (Some(name), None) => {
+            if !["tools/call", "prompts/get"].iter().any(|m| method.matches(m)) {
+                return Err(ConfigError::new(format!("{field}.name"), "only applies to tools/call and prompts/get"));
+            }
+            Some(name)
+        }
+        (None, Some(uri)) => {
+            if !["resources/read", "resources/subscribe", "resources/unsubscribe"].iter().any(|m| method.matches(m)) {
+                return Err(ConfigError::new(
+                    format!("{field}.uri"),
+                    "only applies to resources/read, resources/subscribe and resources/unsubscribe",
+                ));
+            }
+            Some(uri)
+        }
+        (None, None) => None,
+    };
+    if target.as_deref() == Some("") {
+        return Err(ConfigError::new(field, "name/uri must not be empty"));
+    }
+    for (i, s) in r.scopes.iter().enumerate() {
+        check_scope_token(&format!("{field}.scopes[{i}]"), s)?;
+    }
+    for (i, set) in r.any_scopes.iter().enumerate() {
+        if set.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.any_scopes[{i}]"),
+                "an alternative must list at least one scope",
+            ));
+        }
+        for (j, s) in set.iter().enumerate() {
+            check_scope_token(&format!("{field}.any_scopes[{i}][{j}]"), s)?;
+        }
+    }
+    let mut claims = Vec::new();
+    for (i, c) in r.claims.into_iter().enumerate() {
+        let f = format!("{field}.claims[{i}]");
+        if c.claim.is_empty() || c.claim.split('.').any(str::is_empty) {
+            return Err(ConfigError::new(format!("{f}.claim"), "must be a claim name or a dotted path"));
+        }
+        let test = match (c.contains, c.one_of, c.equals) {
+            (Some(v), None, None) => ClaimTest::Contains(v),
+            (None, Some(list), None) if !list.is_empty() => ClaimTest::In(list),
+            (None, Some(_), None) => return Err(ConfigError::new(format!("{f}.in"), "must not be empty")),
+            (None, None, Some(v)) => ClaimTest::Equals(v),
+            _ => return Err(ConfigError::new(f, "set exactly one of \"contains\", \"in\" or \"equals\"")),
+        };
+        claims.push(ClaimCondition { claim: c.claim, test });
+    }
+    let deny = match r.action.as_deref() {
+        None | Some("allow") => false,
+        Some("deny") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                format!("{field}.action"),
+                format!("{other:?} must be \"allow\" or \"deny\""),
+            ));
+        }
+    };
+    if deny && (!r.scopes.is_empty() || !r.any_scopes.is_empty() || !claims.is_empty()) {
+        return Err(ConfigError::new(format!("{field}.action"), "a deny rule takes no scopes or claims"));
+    }
+    Ok(Rule {
+        method,
+        target: target.as_deref().map(Glob::new),
+        scopes: r.scopes,
+        any_scopes: r.any_scopes,
+        claims,
+        deny,
+        label: field.trim_start_matches("mcp.").to_string(),
+    })
+}
+
+fn validate_provider(field: &str, p: RawProvider) -> Result<Provider, ConfigError> {
+    if p.issuer.is_empty() {
+        return Err(ConfigError::new(format!("{field}.issuer"), "must not be empty"));
+    }
+    if p.audiences.is_empty() {
+        return Err(ConfigError::new(
+            format!("{field}.audiences"),
+            "at least one audience is required (MCP servers must only accept tokens issued for them)",
+        ));
+    }
+    if let Some(i) = p.audiences.iter().position(String::is_empty) {
+        return Err(ConfigError::new(format!("{field}.audiences[{i}]"), "must not be empty"));
+    }
+    let algorithms = match p.algorithms {
+        None => Algorithm::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            return Err(ConfigError::new(format!("{field}.algorithms"), "must not be empty; omit it to allow all"));
+        }
+        Some(names) => {
+            let mut algs = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let alg = Algorithm::from_name(name).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{field}.algorithms[{i}]"),
+                        format!("unsupported algorithm {name:?}; supported: {}", Algorithm::names_list()),
+                    )
+                })?;
+                if algs.contains(&alg) {
+                    return Err(ConfigError::new(format!("{field}.algorithms[{i}]"), "listed twice"));
+                }
+                algs.push(alg);
+            }
+            algs
+        }
+    };
+    let jwks = match (p.jwks.remote, p.jwks.inline) {
+        (Some(r), None) => JwksSource::Remote(validate_remote(&format!("{field}.jwks.remote"), r)?),
+        (None, Some(inline)) => {
+            let f = format!("{field}.jwks.inline");
+            let bytes = match inline {
+                serde_json::Value::String(s) => s.into_bytes(),
+                v @ serde_json::Value::Object(_) => v.to_string().into_bytes(),
+                _ => return Err(ConfigError::new(f, "must be a JWKS object or a string holding one")),
+            };
+            let set = KeySet::parse(&bytes).map_err(|e| ConfigError::new(f.clone(), e.to_string()))?;
+            JwksSource::Inline(set)
+        }
+        _ => return Err(ConfigError::new(format!("{field}.jwks"), "set exactly one of \"remote\" or \"inline\"")),
+    };
+    let clock_skew_seconds = p.clock_skew_seconds.unwrap_or(DEFAULT_CLOCK_SKEW_SECONDS);
+    check_range(&format!("{field}.clock_skew_seconds"), clock_skew_seconds, 0, 600)?;
+    let max_token_bytes = p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+    check_range(&format!("{field}.max_token_bytes"), max_token_bytes as u64, 64, 1024 * 1024)?;
+    let name = match p.name {
+        Some(n) if n.is_empty() || n.contains(char::is_whitespace) => {
+            return Err(ConfigError::new(format!("{field}.name"), "must be a non-empty word"));
+        }
+        Some(n) => n,
+        None => p.issuer.clone(),
+    };
+    Ok(Provider {
+        name,
+        issuer: p.issuer,
+        audiences: p.audiences,
+        algorithms,
+        jwks,
+        clock_skew_seconds,
+        require_exp: p.require_exp.unwrap_or(true),
+        max_token_bytes,
+    })
+}
+
+fn validate_remote(field: &str, r: RawRemoteJwks) -> Result<RemoteJwks, ConfigError> {
+    if r.cluster.is_empty() {
+        return Err(ConfigError::new(format!("{field}.cluster"), "must name an Envoy cluster"));
+    }
+    if r.authority.is_empty() || r.authority.contains(['/', ' ']) {
+        return Err(ConfigError::new(format!("{field}.authority"), "must be a host[:port] such as idp.example.com"));
+    }
+    if !r.path.starts_with('/') {
+        return Err(ConfigError::new(format!("{field}.path"), "must start with '/'"));
+    }
+    let out = RemoteJwks {
+        cluster: r.cluster,
+        authority: r.authority,
+        path: r.path,
+        timeout_ms: r.timeout_ms.unwrap_or(DEFAULT_JWKS_TIMEOUT_MS),
+        refresh_interval_seconds: r.refresh_interval_seconds.unwrap_or(DEFAULT_REFRESH_INTERVAL_SECONDS),
+        min_refresh_interval_seconds: r.min_refresh_interval_seconds.unwrap_or(DEFAULT_MIN_REFRESH_INTERVAL_SECONDS),
+        max_refresh_interval_seconds: r.max_refresh_interval_seconds.unwrap_or(DEFAULT_MAX_REFRESH_INTERVAL_SECONDS),
+        unknown_kid_refetch_interval_seconds: r
+            .unknown_kid_refetch_interval_seconds
+            .unwrap_or(DEFAULT_UNKNOWN_KID_REFETCH_SECONDS),
+        retry_initial_backoff_ms: r.retry_initial_backoff_ms.unwrap_or(DEFAULT_RETRY_INITIAL_BACKOFF_MS),
+        retry_max_backoff_ms: r.retry_max_backoff_ms.unwrap_or(DEFAULT_RETRY_MAX_BACKOFF_MS),
+        max_bytes: r.max_bytes.unwrap_or(DEFAULT_JWKS_MAX_BYTES),
+    };
+    check_range(&format!("{field}.timeout_ms"), out.timeout_ms, 1, 60_000)?;
+    check_range(&format!("{field}.refresh_interval_seconds"), out.refresh_interval_seconds, 1, 7 * 86_400)?;
+    check_range(&format!("{field}.min_refresh_interval_seconds"), out.min_refresh_interval_seconds, 1, 7 * 86_400)?;
+    check_range(&format!("{field}.max_refresh_interval_seconds"), out.max_refresh_interval_seconds, 1, 7 * 86_400)?;
+    if out.min_refresh_interval_seconds > out.max_refresh_interval_seconds {
+        return Err(ConfigError::new(
+            format!("{field}.min_refresh_interval_seconds"),
+            "must not exceed max_refresh_interval_seconds",
+        ));
+    }
+    check_range(
+        &format!("{field}.unknown_kid_refetch_interval_seconds"),
+        out.unknown_kid_refetch_interval_seconds,
+        1,
+        86_400,
+    )?;
+    check_range(&format!("{field}.retry_initial_backoff_ms"), out.retry_initial_backoff_ms, 10, 3_600_000)?;
+    check_range(&format!("{field}.retry_max_backoff_ms"), out.retry_max_backoff_ms, 10, 3_600_000)?;
+    if out.retry_initial_backoff_ms > out.retry_max_backoff_ms {
+        return Err(ConfigError::new(
+            format!("{field}.retry_initial_backoff_ms"),
+            "must not exceed retry_max_backoff_ms",
+        ));
+    }
+    check_range(&format!("{field}.max_bytes"), out.max_bytes as u64, 256, 4 * 1024 * 1024)?;
+    Ok(out)
+}
+
+fn validate_path_match(field: &str, m: RawPathMatch) -> Result<PathMatch, ConfigError> {
+    let pm = match (m.exact, m.prefix) {
+        (Some(p), None) => PathMatch::Exact(p),
+        (None, Some(p)) => PathMatch::Prefix(p),
+        _ => return Err(ConfigError::new(field, "set exactly one of \"exact\" or \"prefix\"")),
+    };
+    let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &pm;
+    if !p.starts_with('/') || p.contains(['?', '#']) {
+        return Err(ConfigError::new(field, "must be a path starting with '/' without query or fragment"));
+    }
+    Ok(pm)
+}
+
+fn validate_resource_metadata(field: &str, m: RawResourceMetadata) -> Result<ResourceMetadata, ConfigError> {
+    let (origin, resource_path) = split_url(&m.resource)
+        .ok_or_else(|| ConfigError::new(format!("{field}.resource"), "must be an absolute http(s) URL"))?;
+    if m.resource.contains('#') {
+        return Err(ConfigError::new(format!("{field}.resource"), "must not contain a fragment (RFC 9728)"));
+    }
+    for (i, s) in m.authorization_servers.iter().enumerate() {
+        if split_url(s).is_none() {
+            return Err(ConfigError::new(
+                format!("{field}.authorization_servers[{i}]"),
+                "must be an absolute http(s) URL",
+            ));
+        }
+    }
+    for (i, s) in m.scopes_supported.iter().enumerate() {
+        check_scope_token(&format!("{field}.scopes_supported[{i}]"), s)?;
+    }
+    // RFC 9728 section 3.1: the well-known segment goes between the host and the resource's path.
+    let suffix = resource_path.split('?').next().unwrap_or("").trim_end_matches('/');
+    let suffixed_path = format!("{WELL_KNOWN_PREFIX}{suffix}");
+    let url = match m.metadata_url {
+        Some(u) if split_url(&u).is_none() => {
+            return Err(ConfigError::new(format!("{field}.metadata_url"), "must be an absolute http(s) URL"));
+        }
+        Some(u) => u,
+        None => format!("{origin}{suffixed_path}"),
+    };
+    let mut well_known_paths = vec![suffixed_path];
+    if suffix.is_empty() {
+        well_known_paths.dedup();
+    } else {
+        well_known_paths.push(WELL_KNOWN_PREFIX.to_string());
+    }
+    let mut doc = serde_json::Map::new();
+    doc.insert("resource".into(), m.resource.clone().into());
+    if !m.authorization_servers.is_empty() {
+        doc.insert("authorization_servers".into(), m.authorization_servers.into());
+    }
+    if !m.scopes_supported.is_empty() {
+        doc.insert("scopes_supported".into(), m.scopes_supported.into());
+    }
+    doc.insert("bearer_methods_supported".into(), vec!["header"].into());
+    if let Some(name) = m.resource_name {
+        doc.insert("resource_name".into(), name.into());
+    }
+    Ok(ResourceMetadata { document: serde_json::Value::Object(doc).to_string(), url, well_known_paths })
+}
+
+/// Splits `scheme://authority/path` into (`scheme://authority`, `/path`); None unless http(s).
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let scheme_len = url.len() - rest.len();
+    let authority_len = rest.find('/').unwrap_or(rest.len());
+    if authority_len == 0 || rest[..authority_len].contains(['"', ' ', '\\']) {
+        return None;
+    }
+    Some(url.split_at(scheme_len + authority_len))
+}
+
+fn check_header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(':')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if ok { Ok(()) } else { Err(ConfigError::new(field, format!("{name:?} is not a valid HTTP header name"))) }
+}
+
+/// RFC 6749 scope-token: printable ASCII without space, '"' or '\'.
+fn check_scope_token(field: &str, s: &str) -> Result<(), ConfigError> {
+    let ok = !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+    if ok { Ok(()) } else { Err(ConfigError::new(field, format!("{s:?} is not a valid scope"))) }
+}
+
+fn check_range(field: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(field, format!("{v} is out of range {min}..={max}")))
+    }
+}

@@ -1,0 +1,227 @@
+//! Signature algorithms and verifying keys.
+//!
+//! The maintained RustCrypto crates do the mathematics (`rsa`, `p256`, `p384`, `ed25519-compact`); this
+//! module only decides which of them runs, with which parameters, and refuses combinations that JWS
+//! (RFC 7518) does not allow. `verify` takes the raw signing input and signature so the same code path
+//! can be run against the Wycheproof vectors (tests/wycheproof.rs).
+
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+
+    /// Exact, case-sensitive JWS name (RFC 7518). `none` and the HMAC family are deliberately absent.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    pub fn names_list() -> String {
+        Algorithm::ALL.map(Algorithm::name).join(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The key cannot be used with this algorithm (`alg` does not match the key type or curve).
+    KeyMismatch,
+    /// The signature does not verify.
+    Invalid,
+}
+
+/// A public key accepted from a JWKS, ready to verify.
+#[derive(Debug, Clone)]
+pub enum VerifyingKey {
+    Rsa(RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_compact::PublicKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    RsaModulusSize(usize),
+    RsaExponent,
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            KeyError::RsaModulusSize(bits) => write!(f, "RSA modulus of {bits} bits (2048 to 4096 accepted)"),
+            KeyError::RsaExponent => f.write_str("RSA public exponent other than 65537"),
+            KeyError::Invalid(what) => f.write_str(what),
+        }
+    }
+}
+
+pub const RSA_MIN_BITS: usize = 2048;
+pub const RSA_MAX_BITS: usize = 4096;
+
+impl VerifyingKey {
+    /// RSA from big-endian modulus and exponent. Policy: 2048..=4096-bit modulus, e = 65537.
+    pub fn rsa(n: &[u8], e: &[u8]) -> Result<VerifyingKey, KeyError> {
+        let n = BigUint::from_bytes_be(n);
+        let e = BigUint::from_bytes_be(e);
+        let bits = n.bits();
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(KeyError::RsaModulusSize(bits));
+        }
+        if e != BigUint::from(65_537u32) {
+            return Err(KeyError::RsaExponent);
+        }
+        RsaPublicKey::new(n, e).map(VerifyingKey::Rsa).map_err(|_| KeyError::Invalid("invalid RSA key"))
+    }
+
+    /// EC key from affine coordinates (each exactly the curve's field size).
+    pub fn p256(x: &[u8], y: &[u8]) -> Result<VerifyingKey, KeyError> {
+        let sec1 = uncompressed_point(x, y, 32).ok_or(KeyError::Invalid("P-256 coordinates must be 32 bytes"))?;
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+            .map(VerifyingKey::P256)
+            .map_err(|_| KeyError::Invalid("point is not on P-256"))
+    }
+
+    pub fn p384(x: &[u8], y: &[u8]) -> Result<VerifyingKey, KeyError> {
+        let sec1 = uncompressed_point(x, y, 48).ok_or(KeyError::Invalid("P-384 coordinates must be 48 bytes"))?;
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+            .map(VerifyingKey::P384)
+            .map_err(|_| KeyError::Invalid("point is not on P-384"))
+    }
+
+    pub fn ed25519(x: &[u8]) -> Result<VerifyingKey, KeyError> {
+        ed25519_compact::PublicKey::from_slice(x)
+            .map(VerifyingKey::Ed25519)
+            .map_err(|_| KeyError::Invalid("Ed25519 key must be 32 bytes"))
+    }
+
+    /// Whether `alg` may be used with this key (RFC 7518 section 3.1 and RFC 8037).
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        matches!(
+            (self, alg),
+            (VerifyingKey::Rsa(_), RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+                | (VerifyingKey::P256(_), ES256)
+                | (VerifyingKey::P384(_), ES384)
+                | (VerifyingKey::Ed25519(_), EdDSA)
+        )
+    }
+
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        use Algorithm::*;
+        if !self.supports(alg) {
+            return Err(SignatureError::KeyMismatch);
+        }
+        let ok = match self {
+            VerifyingKey::Rsa(key) => {
+                // A signature must be exactly as long as the modulus (RFC 8017 8.2.2 step 1).
+                if signature.len() != key.size() {
+                    return Err(SignatureError::Invalid);
+                }
+                match alg {
+                    RS256 => key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), signature),
+                    RS384 => key.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(message), signature),
+                    RS512 => key.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(message), signature),
+                    // JWS fixes the PSS salt length to the hash length and MGF1 to the same hash.
+                    PS256 => key.verify(Pss::new::<Sha256>(), &Sha256::digest(message), signature),
+                    PS384 => key.verify(Pss::new::<Sha384>(), &Sha384::digest(message), signature),
+                    PS512 => key.verify(Pss::new::<Sha512>(), &Sha512::digest(message), signature),
+                    _ => return Err(SignatureError::KeyMismatch),
+                }
+                .is_ok()
+            }
+            VerifyingKey::P256(key) => {
+                use p256::ecdsa::signature::Verifier;
+                // JWS ECDSA signatures are r || s (IEEE P1363), never DER.
+                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
+            VerifyingKey::P384(key) => {
+                use p384::ecdsa::signature::Verifier;
+                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
+            VerifyingKey::Ed25519(key) => {
+                ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
+            }
+        };
+        if ok { Ok(()) } else { Err(SignatureError::Invalid) }
+    }
+}
+
+fn uncompressed_point(x: &[u8], y: &[u8], size: usize) -> Option<Vec<u8>> {
+    if x.len() != size || y.len() != size {
+        return None;
+    }
+    let mut sec1 = Vec::with_capacity(1 + 2 * size);
+    sec1.push(0x04);
+    sec1.extend_from_slice(x);
+    sec1.extend_from_slice(y);
+    Some(sec1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip_and_refuse_others() {
+        for alg in Algorithm::ALL {
+            assert_eq!(Algorithm::from_name(alg.name()), Some(alg));
+        }
+        for bad in ["none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", "ES512", "ES256K", ""] {
+            assert_eq!(Algorithm::from_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rsa_key_policy() {
+        let e = [1u8, 0, 1];
+        assert_eq!(VerifyingKey::rsa(&[0xff; 128], &e).unwrap_err(), KeyError::RsaModulusSize(1024));
+        assert!(matches!(VerifyingKey::rsa(&[0xff; 256], &[3]), Err(KeyError::RsaExponent)));
+        let mut n = [0xffu8; 256];
+        n[255] = 0xfd; // odd modulus
+        assert!(VerifyingKey::rsa(&n, &e).is_ok());
+    }
+
+    #[test]
+    fn ec_coordinates_must_have_curve_size() {
+        assert!(VerifyingKey::p256(&[1; 31], &[1; 32]).is_err());
+        assert!(VerifyingKey::p256(&[1; 32], &[1; 32]).is_err(), "not on the curve");
+    }
+}

@@ -1,0 +1,204 @@
+//! JSON-RPC 2.0 request bodies as MCP clients send them: one message or a batch (MCP 2025-03-26).
+//!
+//! The whole body is parsed with duplicate-key rejection (see `json_strict`), so the request the filter
+//! authorizes is the request every upstream parser sees. Only the fields a decision needs are kept.
+
+use serde_json::{Map, Value};
+
+/// A JSON-RPC error the filter answers with: HTTP status, JSON-RPC code, message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtocolError {
+    pub status: u32,
+    pub code: i64,
+    pub message: String,
+    /// The request id, when it could be read.
+    pub id: Value,
+}
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
+/// MCP 2026-07-28: `Mcp-Method`/`Mcp-Name` disagree with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+
+impl ProtocolError {
+    pub fn new(status: u32, code: i64, message: impl Into<String>) -> ProtocolError {
+        ProtocolError { status, code, message: message.into(), id: Value::Null }
+    }
+
+    fn with_id(mut self, id: &Value) -> ProtocolError {
+        self.id = id.clone();
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A request (has `id`) or notification (no `id`).
+    Call(Call),
+    /// A response to a request the server sent the client (`result` or `error`, no `method`).
+    Response,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub id: Option<Value>,
+    pub method: String,
+    /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read).
+    pub target: Option<String>,
+    pub params: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Body {
+    pub messages: Vec<Message>,
+    pub batch: bool,
+}
+
+/// Methods whose target names a tool, prompt or resource: the body field that holds it.
+pub fn target_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+        _ => None,
+    }
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Body, ProtocolError> {
+    // RFC 8259 forbids a BOM in JSON text sent over a network; refuse rather than guess.
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(ProtocolError::new(400, PARSE_ERROR, "Parse error: byte order mark is not allowed"));
+    }
+    let doc = crate::json_strict::parse(bytes)
+        .map_err(|e| ProtocolError::new(400, PARSE_ERROR, format!("Parse error: {}", short(&e.to_string()))))?;
+    match doc {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ProtocolError::new(400, INVALID_REQUEST, "Invalid Request: empty batch"));
+            }
+            let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
+            Ok(Body { messages, batch: true })
+        }
+        other => Ok(Body { messages: vec![message(other)?], batch: false }),
+    }
+}
+
+fn message(v: Value) -> Result<Message, ProtocolError> {
+    let invalid = |m: &str| ProtocolError::new(400, INVALID_REQUEST, format!("Invalid Request: {m}"));
+    let Value::Object(mut obj) = v else { return Err(invalid("each message must be an object")) };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid("\"jsonrpc\" must be \"2.0\""));
+    }
+    let id = match obj.remove("id") {
+        None => None,
+        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
+        Some(_) => return Err(invalid("\"id\" must be a string or a number")),
+    };
+    let Some(method) = obj.remove("method") else {
+        let is_response = id.is_some() && (obj.contains_key("result") ^ obj.contains_key("error"));
+        return if is_response { Ok(Message::Response) } else { Err(invalid("no \"method\"")) };
+    };
+    let id_value = id.clone().unwrap_or(Value::Null);
+    let Value::String(method) = method else {
+        return Err(invalid("\"method\" must be a string").with_id(&id_value));
+    };
+    let params = match obj.remove("params") {
+        None => None,
+        Some(Value::Object(p)) => Some(p),
+        Some(_) => return Err(invalid("\"params\" must be an object").with_id(&id_value)),
+    };
+    let target = match target_field(&method) {
+        None => None,
+        Some(field) => match params.as_ref().and_then(|p| p.get(field)) {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => {
+                return Err(ProtocolError::new(
+                    400,
+                    INVALID_PARAMS,
+                    format!("Invalid params: {method} needs a string params.{field}"),
+                )
+                .with_id(&id_value));
+            }
+        },
+    };
+    Ok(Message::Call(Call { id, method, target, params }))
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn call(body: &str) -> Call {
+        match parse(body.as_bytes()).unwrap().messages.remove(0) {
+            Message::Call(c) => c,
+            Message::Response => panic!("response"),
+        }
+    }
+
+    #[test]
+    fn single_request_with_target() {
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"getTasks","arguments":{}}}"#);
+        assert_eq!((c.id, c.method.as_str(), c.target.as_deref()), (Some(json!(1)), "tools/call", Some("getTasks")));
+        let c = call(r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}"#);
+        assert_eq!(c.target.as_deref(), Some("file:///x"));
+    }
+
+    #[test]
+    fn escaped_method_is_understood() {
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools\u002fcall","params":{"name":"x"}}"#);
+        assert_eq!(c.method, "tools/call");
+    }
+
+    #[test]
+    fn batch_notifications_and_responses() {
+        let b = parse(
+            br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},
+                {"jsonrpc":"2.0","id":7,"result":{}},
+                {"jsonrpc":"2.0","id":8,"method":"ping"}]"#,
+        )
+        .unwrap();
+        assert!(b.batch);
+        assert_eq!(b.messages.len(), 3);
+        assert_eq!(b.messages[1], Message::Response);
+    }
+
+    #[test]
+    fn error_classes() {
+        let cases: &[(&str, i64)] = &[
+            ("{", PARSE_ERROR),
+            ("", PARSE_ERROR),
+            ("\u{feff}{}", PARSE_ERROR),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#, PARSE_ERROR),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#, PARSE_ERROR),
+            ("[]", INVALID_REQUEST),
+            ("[[]]", INVALID_REQUEST),
+            ("42", INVALID_REQUEST),
+            (r#"{"id":1,"method":"ping"}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1,"method":5}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#, INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#, INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":null}}"#, INVALID_PARAMS),
+        ];
+        for (body, code) in cases {
+            let err = parse(body.as_bytes()).unwrap_err();
+            assert_eq!((err.code, err.status), (*code, 400), "{body}: {err:?}");
+        }
+        let err = parse(br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{}}"#).unwrap_err();
+        assert_eq!(err.id, json!("x"), "the id is echoed when known");
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_parse_error() {
+        assert_eq!(parse(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}").unwrap_err().code, PARSE_ERROR);
+    }
+}

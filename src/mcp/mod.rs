@@ -1,0 +1,9 @@
+//! MCP awareness: JSON-RPC bodies, rules over methods and targets, list filtering, MCP-shaped denials.
+
+pub mod glob;
+pub mod head;
+pub mod inspect;
+pub mod jsonrpc;
+pub mod lists;
+pub mod reply;
+pub mod rules;

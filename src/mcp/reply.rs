@@ -1,0 +1,157 @@
+//! Denials in the shape MCP clients understand: a JSON-RPC error body that echoes the request id, and
+//! for missing scopes the MCP 2025-11-25 step-up challenge
+//! `WWW-Authenticate: Bearer error="insufficient_scope", scope="...", resource_metadata="..."`.
+
+use super::inspect::Refused;
+use super::jsonrpc::{INVALID_REQUEST, ProtocolError};
+use super::rules::Access;
+use crate::config::Config;
+use crate::reply::LocalReply;
+use serde_json::{Value, json};
+
+/// JSON-RPC error code for requests refused by authorization. JSON-RPC leaves -32000..-32099 to
+/// implementations; MCP (through 2026-07-28) uses -32000..-32002, -32020..-32022 and -32042, so -32003
+/// ("forbidden") cannot be mistaken for any of them. docs/configuration.md documents it.
+pub const FORBIDDEN: i64 = -32003;
+
+fn rpc_error(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    json!({"jsonrpc": "2.0", "id": id, "error": error})
+}
+
+pub fn protocol_error(e: &ProtocolError) -> LocalReply {
+    LocalReply::json(e.status, rpc_error(&e.id, e.code, &e.message, None).to_string())
+}
+
+/// Refusals decided from the request head (size, encoding, method, origin), before the body is read.
+pub fn request_error(status: u32, message: &str) -> LocalReply {
+    LocalReply::json(status, rpc_error(&Value::Null, INVALID_REQUEST, message, None).to_string())
+}
+
+pub fn forbidden(config: &Config, refused: &[Refused], others: &[Value], batch: bool) -> LocalReply {
+    let mut required: Vec<String> = Vec::new();
+    let mut errors: Vec<Value> = Vec::new();
+    for r in refused {
+        let mut data = json!({"method": r.method});
+        if let Some(target) = &r.target {
+            data["name"] = json!(target);
+        }
+        let message = match &r.access {
+            Access::InsufficientScope { required: need, missing, .. } => {
+                data["error"] = json!("insufficient_scope");
+                data["required"] = json!(need);
+                data["missing"] = json!(missing);
+                for s in need {
+                    if !required.contains(s) {
+                        required.push(s.clone());
+                    }
+                }
+                format!("Insufficient scope: requires {}", need.join(" "))
+            }
+            _ => {
+                data["error"] = json!("access_denied");
+                "Forbidden: this request is not allowed for this caller".to_string()
+            }
+        };
+        if batch {
+            data["batch_index"] = json!(r.index);
+        }
+        if r.id.is_some() || !batch {
+            errors.push(rpc_error(r.id.as_ref().unwrap_or(&Value::Null), FORBIDDEN, &message, Some(data)));
+        }
+    }
+    let body = if batch {
+        let denied: Vec<usize> = refused.iter().map(|r| r.index).collect();
+        let note = format!("Forbidden: the batch was refused because element(s) {denied:?} were denied");
+        for id in others {
+            errors.push(rpc_error(id, FORBIDDEN, &note, Some(json!({"error": "batch_denied", "denied": denied}))));
+        }
+        if errors.is_empty() {
+            errors.push(rpc_error(
+                &Value::Null,
+                FORBIDDEN,
+                &note,
+                Some(json!({"error": "batch_denied", "denied": denied})),
+            ));
+        }
+        Value::Array(errors)
+    } else {
+        errors.pop().unwrap_or(Value::Null)
+    };
+    let mut reply = LocalReply::json(403, body.to_string());
+    if !required.is_empty() {
+        let mut params = vec!["error=\"insufficient_scope\"".to_string(), format!("scope=\"{}\"", required.join(" "))];
+        if let Some(meta) = &config.resource_metadata {
+            params.push(format!("resource_metadata=\"{}\"", meta.url));
+        }
+        reply = reply.with_header("www-authenticate", format!("Bearer {}", params.join(", ")));
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::config::parse(
+            br#"{"providers":[{"issuer":"https://idp","audiences":["a"],"jwks":{"inline":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}],
+                "resource_metadata":{"resource":"https://mcp.example.com/mcp"}}"#,
+        )
+        .unwrap()
+    }
+
+    fn scope_denial(index: usize, id: Value) -> Refused {
+        Refused {
+            index,
+            id: Some(id),
+            method: "tools/call".into(),
+            target: Some("createTask".into()),
+            access: Access::InsufficientScope {
+                required: vec!["write:tasks".into()],
+                missing: vec!["write:tasks".into()],
+                rule: "rules[1]".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn insufficient_scope_is_a_step_up_challenge_with_jsonrpc_body() {
+        let r = forbidden(&config(), &[scope_denial(0, json!(7))], &[], false);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(
+                "Bearer error=\"insufficient_scope\", scope=\"write:tasks\", resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\""
+            )
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["id"], 7);
+        assert_eq!(body["error"]["code"], FORBIDDEN);
+        assert_eq!(body["error"]["data"]["missing"], json!(["write:tasks"]));
+        assert_eq!(body["error"]["data"]["name"], "createTask");
+    }
+
+    #[test]
+    fn batch_answer_covers_every_request() {
+        let r = forbidden(&config(), &[scope_denial(1, json!("b"))], &[json!("a")], true);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let items = body.as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1]["id"], "a");
+        assert_eq!(items[1]["error"]["data"]["error"], "batch_denied");
+        assert_eq!(items[1]["error"]["data"]["denied"], json!([1]));
+    }
+
+    #[test]
+    fn access_denied_has_no_step_up_challenge() {
+        let mut d = scope_denial(0, json!(1));
+        d.access = Access::Denied { why: "denied by rules[0]".into() };
+        let r = forbidden(&config(), &[d], &[], false);
+        assert_eq!(r.header("www-authenticate"), None);
+        assert!(!r.body.contains("rules[0]"), "no internal detail");
+    }
+}
