@@ -132,13 +132,20 @@ pub fn give_up(config: &Config, unknown_key: bool, have_keys: bool) -> Denial {
 }
 
 /// Upstream headers to set from verified claims: `(header, Some(value))`, or `(header, None)` to remove
-/// it when the claim is absent. A claim value that cannot be a header value refuses the token.
+/// it when the claim is absent. `scope` means the effective scopes (the union of `scope` and `scp` that
+/// rules use), so upstreams see the same scopes whichever claim the IdP used. A claim value that cannot
+/// be a header value refuses the token.
 pub fn claim_headers<'c>(
     config: &'c Config,
     principal: &Principal,
 ) -> Result<Vec<(&'c str, Option<String>)>, Rejection> {
     let mut out = Vec::with_capacity(config.claim_headers.len());
     for mapping in &config.claim_headers {
+        if mapping.claim == "scope" {
+            let scopes = (!principal.scopes.is_empty()).then(|| principal.scopes.join(" "));
+            out.push((mapping.header.as_str(), scopes));
+            continue;
+        }
         let value = match principal.claim(&mapping.claim) {
             None | Some(Value::Null) => None,
             Some(v) => Some(header_value(v).ok_or(Rejection::BadClaim)?),
@@ -243,7 +250,7 @@ mod tests {
         let p = Principal {
             provider: 0,
             subject: Some("alice".into()),
-            scopes: vec![],
+            scopes: vec!["a".into(), "b".into()],
             expires_at: None,
             claims: json!({"sub":"alice","scope":"a b"}).as_object().unwrap().clone(),
         };

