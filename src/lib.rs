@@ -5,6 +5,7 @@
 
 pub mod authn;
 pub mod config;
+pub mod exchange;
 pub mod json_strict;
 pub mod jwks;
 pub mod jwt;

@@ -1,0 +1,185 @@
+//! Upstream credentials: what replaces the client's token before the request leaves.
+//!
+//! MCP's authorization spec forbids passing the client's token through to other APIs. Per rule (and a
+//! default), the filter forwards the verified token (`passthrough`), exchanges it by an HTTP callout
+//! (RFC 8693 token exchange, or seed 001's connector contract), or mints a short-lived internal token
+//! (seed 000's "trusted gateway"). This module builds callouts, validates answers, maps failures and
+//! caches results; `filter::stream` makes the callouts.
+
+pub mod cache;
+pub mod connector;
+pub mod internal;
+pub mod rfc8693;
+
+use serde_json::{Value, json};
+use std::fmt;
+
+/// A validated credential target from `upstream_credentials.targets`.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub mode: Mode,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum Mode {
+    Rfc8693(rfc8693::Settings),
+    Connector(connector::Settings),
+    Internal(internal::Settings),
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Rfc8693(_) => "rfc8693",
+            Mode::Connector(_) => "connector",
+            Mode::Internal(_) => "internal",
+        }
+    }
+}
+
+/// An HTTP callout to make through an Envoy cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callout {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+/// A token obtained for the upstream, with how long it may be reused (seconds from now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issued {
+    pub token: String,
+    pub lifetime_seconds: Option<u64>,
+}
+
+/// A failure, in seed 001's vocabulary (`error`, `message`, `provider`, `details`) with the HTTP status
+/// the client gets. `details` never contains a token or secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeError {
+    pub status: u32,
+    pub error: &'static str,
+    pub message: String,
+    pub details: String,
+}
+
+impl ExchangeError {
+    pub fn new(status: u32, error: &'static str, message: impl Into<String>, details: impl Into<String>) -> Self {
+        ExchangeError { status, error, message: message.into(), details: details.into() }
+    }
+
+    /// The JSON-RPC error body: seed 001's object as `error.data`, the request id echoed.
+    pub fn to_jsonrpc(&self, id: &Value, provider: &str) -> Value {
+        let code = match self.status {
+            400 => -32602,
+            401 | 403 => crate::mcp::reply::FORBIDDEN,
+            _ => -32603,
+        };
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": code,
+                "message": self.message,
+                "data": {"error": self.error, "message": self.message, "provider": provider, "details": self.details},
+            }
+        })
+    }
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.error, self.status, self.details)
+    }
+}
+
+/// Maps a failed callout (no response) to 504 when it ran into its timeout, else 502.
+pub fn no_response(elapsed_ms: u64, timeout_ms: u64) -> ExchangeError {
+    if elapsed_ms + 50 >= timeout_ms {
+        ExchangeError::new(504, "api_error", "Token exchange timed out", "the exchange server did not answer in time")
+    } else {
+        ExchangeError::new(502, "api_error", "Token exchange failed", "the exchange server could not be reached")
+    }
+}
+
+/// Seed 001's status mapping for an exchange server's non-200 answer.
+pub fn status_error(status: u16, oauth_error: Option<&str>) -> ExchangeError {
+    match (status, oauth_error) {
+        (400, Some("invalid_grant" | "invalid_target" | "unauthorized_client" | "invalid_scope")) => {
+            ExchangeError::new(
+                403,
+                "access_denied",
+                "The exchange server refused to issue a token",
+                format!("exchange server answered 400 {}", oauth_error.unwrap_or("")),
+            )
+        }
+        (401, _) => {
+            ExchangeError::new(401, "invalid_token", "Invalid or expired token", "exchange server answered 401")
+        }
+        (403, _) => {
+            ExchangeError::new(403, "access_denied", "User not authorized for provider", "exchange server answered 403")
+        }
+        (404, _) => {
+            ExchangeError::new(502, "api_error", "Provider not configured upstream", "exchange server answered 404")
+        }
+        (s, _) => {
+            ExchangeError::new(502, "api_error", "Token exchange failed", format!("exchange server answered {s}"))
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+pub(crate) fn form_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{}={}", form_component(k), form_component(v))).collect::<Vec<_>>().join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_per_html_spec() {
+        assert_eq!(form_encode(&[("a b", "c&d=e"), ("x", "é/~")]), "a+b=c%26d%3De&x=%C3%A9%2F~");
+    }
+
+    #[test]
+    fn status_mapping_like_seed_001() {
+        assert_eq!(status_error(400, Some("invalid_grant")).status, 403);
+        assert_eq!(status_error(400, Some("invalid_request")).status, 502);
+        assert_eq!(status_error(401, None).status, 401);
+        assert_eq!(status_error(403, None).status, 403);
+        assert_eq!(status_error(404, None).status, 502);
+        assert_eq!(status_error(503, None).status, 502);
+        assert_eq!(no_response(2_000, 2_000).status, 504);
+        assert_eq!(no_response(10, 2_000).status, 502);
+    }
+
+    #[test]
+    fn jsonrpc_error_carries_seed_001_shape() {
+        let e = ExchangeError::new(
+            403,
+            "provider_mismatch",
+            "This tool requires reddit authentication",
+            "Received providerId: github",
+        );
+        let v = e.to_jsonrpc(&json!(4), "reddit");
+        assert_eq!(v["id"], 4);
+        assert_eq!(v["error"]["data"]["error"], "provider_mismatch");
+        assert_eq!(v["error"]["data"]["provider"], "reddit");
+        assert_eq!(v["error"]["data"]["details"], "Received providerId: github");
+    }
+}
