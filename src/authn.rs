@@ -51,6 +51,11 @@ pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
     {
         return HeadDecision::Serve(reply::resource_metadata(&meta.document));
     }
+    if head.method == "GET"
+        && let Some(jwks) = config.credentials.jwks_at(path)
+    {
+        return HeadDecision::Serve(reply::public_jwks(jwks));
+    }
     if !config.paths.iter().any(|m| m.matches(path)) {
         return HeadDecision::Bypass;
     }

@@ -6,6 +6,8 @@
 //! the one Envoy log line that refuses a configuration tells the operator what to fix.
 //! Field reference: docs/configuration.md (keep the two in step).
 
+use crate::exchange::{Mode, Target};
+use crate::exchange::{connector, internal, rfc8693};
 use crate::jwt::jwk::KeySet;
 use crate::jwt::signature::Algorithm;
 use crate::mcp::glob::Glob;
@@ -28,6 +30,13 @@ pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_LIST_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_EXCHANGE_CACHE_ENTRIES: usize = 10_000;
+pub const DEFAULT_EXCHANGE_MARGIN_SECONDS: u64 = 30;
+pub const DEFAULT_CONNECTOR_TTL_SECONDS: u64 = 60;
+pub const DEFAULT_INTERNAL_TTL_SECONDS: u64 = 60;
+/// The credential name that forwards the verified client token unchanged.
+pub const PASSTHROUGH: &str = "passthrough";
 const WELL_KNOWN_PREFIX: &str = "/.well-known/oauth-protected-resource";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +70,36 @@ pub struct Config {
     pub jwks_wait_timeout_ms: u64,
     pub token_cache_max_entries: usize,
     pub mcp: McpConfig,
+    pub credentials: Credentials,
+}
+
+/// `upstream_credentials`: what the upstream receives instead of the client's token.
+#[derive(Debug)]
+pub struct Credentials {
+    /// Target used when no rule names one; None means passthrough.
+    pub default: Option<usize>,
+    pub targets: Vec<Target>,
+    /// Upstream header (lower case) that carries the credential.
+    pub cache_max_entries: usize,
+    pub cache_margin_seconds: u64,
+    /// `(path, JWKS document)` for internal targets with a `jwks_path`, serialised once at load.
+    pub published_jwks: Vec<(String, String)>,
+}
+
+impl Credentials {
+    /// Index of a target by name; None for passthrough.
+    pub fn resolve(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => self.default,
+            Some(PASSTHROUGH) => None,
+            Some(n) => self.targets.iter().position(|t| t.name == n),
+        }
+    }
+
+    /// The published JWKS at `path`, if an internal target publishes one there.
+    pub fn jwks_at(&self, path: &str) -> Option<&str> {
+        self.published_jwks.iter().find(|(p, _)| p == path).map(|(_, doc)| doc.as_str())
+    }
 }
 
 /// Where and how MCP JSON-RPC bodies are inspected and authorized.
@@ -179,6 +218,81 @@ struct RawConfig {
     token_cache: Option<RawTokenCache>,
     #[serde(default)]
     mcp: Option<RawMcp>,
+    #[serde(default)]
+    upstream_credentials: Option<RawCredentials>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    cache: Option<RawExchangeCache>,
+    #[serde(default)]
+    targets: std::collections::BTreeMap<String, RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExchangeCache {
+    #[serde(default)]
+    max_entries: Option<usize>,
+    #[serde(default)]
+    margin_seconds: Option<u64>,
+}
+
+/// One flat shape for every mode; fields that do not belong to the chosen mode are refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    mode: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    inject_meta_key: Option<String>,
+    // rfc8693 and connector
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    // rfc8693
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    requested_token_type: Option<String>,
+    #[serde(default)]
+    subject_token_type: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_auth: Option<String>,
+    // connector
+    #[serde(default)]
+    provider_id: Option<String>,
+    #[serde(default)]
+    user_id_claim: Option<String>,
+    #[serde(default)]
+    default_ttl_seconds: Option<u64>,
+    // internal
+    #[serde(default)]
+    signing_key: Option<serde_json::Value>,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    jwks_path: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -220,6 +334,8 @@ struct RawRule {
     claims: Vec<RawClaimCondition>,
     #[serde(default)]
     action: Option<String>,
+    #[serde(default)]
+    credential: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -422,7 +538,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let token_cache_max_entries = raw.token_cache.map_or(DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries);
     check_range("token_cache.max_entries", token_cache_max_entries as u64, 0, 1_000_000)?;
 
-    let mcp = validate_mcp("mcp", raw.mcp.unwrap_or_default(), &paths)?;
+    let credentials = validate_credentials("upstream_credentials", raw.upstream_credentials.unwrap_or_default())?;
+    let mcp = validate_mcp("mcp", raw.mcp.unwrap_or_default(), &paths, &credentials)?;
+    if let Some(meta) = &resource_metadata {
+        for (path, _) in &credentials.published_jwks {
+            if meta.well_known_paths.iter().any(|p| p == path) {
+                return Err(ConfigError::new(
+                    "upstream_credentials",
+                    format!("jwks_path {path} collides with the resource metadata path"),
+                ));
+            }
+        }
+    }
 
     Ok(Config {
         providers,
@@ -434,10 +561,217 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         jwks_wait_timeout_ms,
         token_cache_max_entries,
         mcp,
+        credentials,
     })
 }
 
-fn validate_mcp(field: &str, m: RawMcp, guarded: &[PathMatch]) -> Result<McpConfig, ConfigError> {
+fn validate_credentials(field: &str, raw: RawCredentials) -> Result<Credentials, ConfigError> {
+    let mut targets = Vec::new();
+    for (name, t) in raw.targets {
+        let f = format!("{field}.targets.{name}");
+        if name.is_empty()
+            || name == PASSTHROUGH
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(ConfigError::new(
+                f,
+                "target names are words of letters, digits, '-' and '_' (and not \"passthrough\")",
+            ));
+        }
+        targets.push(validate_target(&f, name, t)?);
+    }
+    let default = match raw.default.as_deref() {
+        None | Some(PASSTHROUGH) => None,
+        Some(name) => {
+            let i = targets
+                .iter()
+                .position(|t| t.name == name)
+                .ok_or_else(|| ConfigError::new(format!("{field}.default"), format!("no target named {name:?}")))?;
+            if matches!(targets[i].mode, Mode::Connector(_)) {
+                return Err(ConfigError::new(
+                    format!("{field}.default"),
+                    "a connector target needs _meta from a tools/call body; name it on the rules of the tools that need it",
+                ));
+            }
+            Some(i)
+        }
+    };
+    let cache = raw.cache.unwrap_or(RawExchangeCache { max_entries: None, margin_seconds: None });
+    let cache_max_entries = cache.max_entries.unwrap_or(DEFAULT_EXCHANGE_CACHE_ENTRIES);
+    check_range(&format!("{field}.cache.max_entries"), cache_max_entries as u64, 0, 1_000_000)?;
+    let cache_margin_seconds = cache.margin_seconds.unwrap_or(DEFAULT_EXCHANGE_MARGIN_SECONDS);
+    check_range(&format!("{field}.cache.margin_seconds"), cache_margin_seconds, 0, 3_600)?;
+    let mut published_jwks: Vec<(String, String)> = Vec::new();
+    for t in &targets {
+        if let Mode::Internal(s) = &t.mode
+            && let Some(path) = &s.jwks_path
+        {
+            if published_jwks.iter().any(|(p, _)| p == path) {
+                return Err(ConfigError::new(
+                    format!("{field}.targets.{}.jwks_path", t.name),
+                    "path already used by another target",
+                ));
+            }
+            published_jwks.push((path.clone(), s.public_jwks()));
+        }
+    }
+    Ok(Credentials { default, targets, cache_max_entries, cache_margin_seconds, published_jwks })
+}
+
+fn validate_target(field: &str, name: String, t: RawTarget) -> Result<Target, ConfigError> {
+    let timeout_ms = t.timeout_ms.unwrap_or(DEFAULT_EXCHANGE_TIMEOUT_MS);
+    check_range(&format!("{field}.timeout_ms"), timeout_ms, 1, 60_000)?;
+    if let Some(key) = &t.inject_meta_key
+        && (key.is_empty() || key == "userToken")
+    {
+        return Err(ConfigError::new(
+            format!("{field}.inject_meta_key"),
+            "must be a non-empty _meta key other than userToken",
+        ));
+    }
+    // Fields that belong to another mode are named, not silently ignored.
+    let present = |names: &[(&'static str, bool)]| names.iter().find(|(_, set)| *set).map(|(n, _)| *n);
+    let rfc_fields = [
+        ("resource", t.resource.is_some()),
+        ("scope", t.scope.is_some()),
+        ("requested_token_type", t.requested_token_type.is_some()),
+        ("subject_token_type", t.subject_token_type.is_some()),
+        ("client_id", t.client_id.is_some()),
+        ("client_secret", t.client_secret.is_some()),
+        ("client_auth", t.client_auth.is_some()),
+    ];
+    let connector_fields = [
+        ("audience", t.audience.is_some() && t.mode == "connector"),
+        ("provider_id", t.provider_id.is_some()),
+        ("user_id_claim", t.user_id_claim.is_some()),
+        ("default_ttl_seconds", t.default_ttl_seconds.is_some()),
+    ];
+    let internal_fields = [
+        ("signing_key", t.signing_key.is_some()),
+        ("key_id", t.key_id.is_some()),
+        ("issuer", t.issuer.is_some()),
+        ("ttl_seconds", t.ttl_seconds.is_some()),
+        ("jwks_path", t.jwks_path.is_some()),
+    ];
+    let callout_fields =
+        [("cluster", t.cluster.is_some()), ("authority", t.authority.is_some()), ("path", t.path.is_some())];
+    let refuse = |others: &[&[(&'static str, bool)]], mode: &str| -> Result<(), ConfigError> {
+        for group in others {
+            if let Some(n) = present(group) {
+                return Err(ConfigError::new(format!("{field}.{n}"), format!("does not apply to mode {mode:?}")));
+            }
+        }
+        Ok(())
+    };
+    let callout = |default_path: Option<&str>| -> Result<(String, String, String), ConfigError> {
+        let cluster = t.cluster.clone().filter(|c| !c.is_empty());
+        let cluster =
+            cluster.ok_or_else(|| ConfigError::new(format!("{field}.cluster"), "must name an Envoy cluster"))?;
+        let authority = t.authority.clone().filter(|a| !a.is_empty() && !a.contains(['/', ' ']));
+        let authority =
+            authority.ok_or_else(|| ConfigError::new(format!("{field}.authority"), "must be a host[:port]"))?;
+        let path = t.path.clone().or_else(|| default_path.map(str::to_string)).filter(|p| p.starts_with('/'));
+        let path = path.ok_or_else(|| ConfigError::new(format!("{field}.path"), "must start with '/'"))?;
+        Ok((cluster, authority, path))
+    };
+    let mode = match t.mode.as_str() {
+        "rfc8693" => {
+            refuse(&[&connector_fields, &internal_fields], "rfc8693")?;
+            let (cluster, authority, path) = callout(None)?;
+            let client_auth = match (t.client_auth.as_deref(), &t.client_id) {
+                (None | Some("basic"), Some(_)) => rfc8693::ClientAuth::Basic,
+                (Some("post"), Some(_)) => rfc8693::ClientAuth::Post,
+                (None | Some("none"), None) => rfc8693::ClientAuth::None,
+                (Some("basic" | "post"), None) => {
+                    return Err(ConfigError::new(format!("{field}.client_id"), "required by client_auth"));
+                }
+                (Some(other), _) => {
+                    return Err(ConfigError::new(
+                        format!("{field}.client_auth"),
+                        format!("{other:?} must be \"basic\", \"post\" or \"none\""),
+                    ));
+                }
+            };
+            if let Some(scope) = &t.scope {
+                for (i, s) in scope.split(' ').enumerate() {
+                    check_scope_token(&format!("{field}.scope (word {i})"), s)?;
+                }
+            }
+            Mode::Rfc8693(rfc8693::Settings {
+                cluster,
+                authority,
+                path,
+                audience: t.audience,
+                resource: t.resource,
+                scope: t.scope,
+                requested_token_type: t.requested_token_type,
+                subject_token_type: t.subject_token_type.unwrap_or_else(|| rfc8693::ACCESS_TOKEN_TYPE.into()),
+                client_id: t.client_id,
+                client_secret: t.client_secret,
+                client_auth,
+            })
+        }
+        "connector" => {
+            refuse(&[&rfc_fields, &internal_fields], "connector")?;
+            let (cluster, authority, path) = callout(Some("/api/connectors/requestAuth"))?;
+            let provider_id = t.provider_id.filter(|p| !p.is_empty());
+            let provider_id = provider_id.ok_or_else(|| {
+                ConfigError::new(format!("{field}.provider_id"), "required: the provider this tool needs")
+            })?;
+            let default_ttl_seconds = t.default_ttl_seconds.unwrap_or(DEFAULT_CONNECTOR_TTL_SECONDS);
+            check_range(&format!("{field}.default_ttl_seconds"), default_ttl_seconds, 0, 86_400)?;
+            Mode::Connector(connector::Settings {
+                cluster,
+                authority,
+                path,
+                provider_id,
+                user_id_claim: t.user_id_claim.unwrap_or_else(|| "sub".into()),
+                default_ttl_seconds,
+            })
+        }
+        "internal" => {
+            refuse(&[&rfc_fields, &connector_fields, &callout_fields], "internal")?;
+            let jwk = t
+                .signing_key
+                .ok_or_else(|| ConfigError::new(format!("{field}.signing_key"), "required: a private JWK"))?;
+            let key = internal::SigningKey::from_jwk(&jwk)
+                .map_err(|e| ConfigError::new(format!("{field}.signing_key"), e))?;
+            let ttl_seconds = t.ttl_seconds.unwrap_or(DEFAULT_INTERNAL_TTL_SECONDS);
+            check_range(&format!("{field}.ttl_seconds"), ttl_seconds, 1, 3_600)?;
+            let audience = t.audience.clone().filter(|a| !a.is_empty());
+            let audience = audience.ok_or_else(|| {
+                ConfigError::new(format!("{field}.audience"), "required: who the internal token is for")
+            })?;
+            if let Some(p) = &t.jwks_path
+                && (!p.starts_with('/') || p.contains(['?', '#']))
+            {
+                return Err(ConfigError::new(format!("{field}.jwks_path"), "must be a path starting with '/'"));
+            }
+            Mode::Internal(internal::Settings {
+                key,
+                key_id: t.key_id.unwrap_or_else(|| name.clone()),
+                issuer: t.issuer.unwrap_or_else(|| "mcp-authz".into()),
+                audience,
+                ttl_seconds,
+                jwks_path: t.jwks_path,
+            })
+        }
+        other => {
+            return Err(ConfigError::new(
+                format!("{field}.mode"),
+                format!("{other:?} must be \"rfc8693\", \"connector\" or \"internal\""),
+            ));
+        }
+    };
+    Ok(Target { name, mode, timeout_ms, inject_meta_key: t.inject_meta_key })
+}
+
+fn validate_mcp(
+    field: &str,
+    m: RawMcp,
+    guarded: &[PathMatch],
+    credentials: &Credentials,
+) -> Result<McpConfig, ConfigError> {
     let paths = match m.paths {
         None => guarded.to_vec(),
         Some(list) if list.is_empty() => {
@@ -483,7 +817,7 @@ fn validate_mcp(field: &str, m: RawMcp, guarded: &[PathMatch]) -> Result<McpConf
             .rules
             .into_iter()
             .enumerate()
-            .map(|(i, r)| validate_rule(&format!("{field}.rules[{i}]"), r))
+            .map(|(i, r)| validate_rule(&format!("{field}.rules[{i}]"), r, credentials))
             .collect::<Result<_, _>>()?,
     };
     Ok(McpConfig {
@@ -497,7 +831,7 @@ fn validate_mcp(field: &str, m: RawMcp, guarded: &[PathMatch]) -> Result<McpConf
     })
 }
 
-fn validate_rule(field: &str, r: RawRule) -> Result<Rule, ConfigError> {
+fn validate_rule(field: &str, r: RawRule, credentials: &Credentials) -> Result<Rule, ConfigError> {
     let method_is_glob = r.method.contains(['*', '?']);
     if r.method.is_empty() || (!method_is_glob && !rules::KNOWN_METHODS.contains(&r.method.as_str())) {
         return Err(ConfigError::new(
@@ -570,7 +904,26 @@ fn validate_rule(field: &str, r: RawRule) -> Result<Rule, ConfigError> {
             ));
         }
     };
-    if deny && (!r.scopes.is_empty() || !r.any_scopes.is_empty() || !claims.is_empty()) {
+    let credential = match r.credential {
+        None => None,
+        Some(name) if name == PASSTHROUGH => Some(name),
+        Some(name) => {
+            let target = credentials.targets.iter().find(|t| t.name == name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.credential"),
+                    format!("no upstream_credentials target named {name:?}"),
+                )
+            })?;
+            if matches!(target.mode, Mode::Connector(_)) && !method.matches("tools/call") {
+                return Err(ConfigError::new(
+                    format!("{field}.credential"),
+                    "connector targets serve tools/call rules only",
+                ));
+            }
+            Some(name)
+        }
+    };
+    if deny && (!r.scopes.is_empty() || !r.any_scopes.is_empty() || !claims.is_empty() || credential.is_some()) {
         return Err(ConfigError::new(format!("{field}.action"), "a deny rule takes no scopes or claims"));
     }
     Ok(Rule {
@@ -580,6 +933,7 @@ fn validate_rule(field: &str, r: RawRule) -> Result<Rule, ConfigError> {
         any_scopes: r.any_scopes,
         claims,
         deny,
+        credential,
         label: field.trim_start_matches("mcp.").to_string(),
     })
 }
@@ -799,5 +1153,129 @@ fn check_range(field: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigErro
         Ok(())
     } else {
         Err(ConfigError::new(field, format!("{v} is out of range {min}..={max}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    const ED_D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+
+    fn base() -> Value {
+        json!({"providers": [{"issuer": "https://idp", "audiences": ["a"],
+               "jwks": {"inline": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED_X}]}}}]})
+    }
+
+    fn with(path: &[&str], value: Value) -> Value {
+        let mut doc = base();
+        let mut at = &mut doc;
+        for (i, key) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                at[*key] = value.clone();
+            } else {
+                if at.get(*key).is_none() {
+                    at[*key] = json!({});
+                }
+                at = at.get_mut(*key).unwrap();
+            }
+        }
+        doc
+    }
+
+    fn error(doc: Value) -> ConfigError {
+        parse(doc.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(base().to_string().as_bytes()).unwrap();
+        assert_eq!(c.paths, vec![PathMatch::Prefix("/".into())]);
+        assert_eq!(c.providers[0].clock_skew_seconds, 60);
+        assert!(c.providers[0].require_exp);
+        assert_eq!(c.mcp.policy.unlisted_tools, Unlisted::Deny);
+        assert_eq!(c.credentials.default, None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (with(&["extra"], json!(1)), ""),
+            (with(&["jwks_wait_timeout_ms"], json!(0)), "jwks_wait_timeout_ms"),
+            (with(&["jwks_wait_timeout_ms"], json!(-1)), "jwks_wait_timeout_ms"),
+            (with(&["paths"], json!([{"prefix": "mcp"}])), "paths[0]"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/cal"}])), "mcp.rules[0].method"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/call", "uri": "x"}])), "mcp.rules[0].uri"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/call", "scopes": [""]}])), "mcp.rules[0].scopes[0]"),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/call", "credential": "nope"}])),
+                "mcp.rules[0].credential",
+            ),
+            (with(&["mcp", "allowed_origins"], json!(["https://a.example/path"])), "mcp.allowed_origins[0]"),
+            (with(&["upstream_credentials", "default"], json!("nope")), "upstream_credentials.default"),
+            (
+                with(
+                    &["upstream_credentials", "targets"],
+                    json!({"x": {"mode": "rfc8693", "cluster": "c", "authority": "a", "path": "/t", "provider_id": "p"}}),
+                ),
+                "upstream_credentials.targets.x.provider_id",
+            ),
+            (
+                with(
+                    &["upstream_credentials", "targets"],
+                    json!({"x": {"mode": "connector", "cluster": "c", "authority": "a"}}),
+                ),
+                "upstream_credentials.targets.x.provider_id",
+            ),
+            (
+                with(
+                    &["upstream_credentials", "targets"],
+                    json!({"x": {"mode": "internal", "signing_key": {"kty": "OKP", "crv": "Ed25519", "d": ED_D, "x": "AAAA"}, "audience": "b"}}),
+                ),
+                "upstream_credentials.targets.x.signing_key",
+            ),
+            (
+                with(&["upstream_credentials", "targets"], json!({"x": {"mode": "magic"}})),
+                "upstream_credentials.targets.x.mode",
+            ),
+        ];
+        for (doc, field) in cases {
+            let e = error(doc.clone());
+            assert!(e.field.starts_with(field), "{doc}: got {e}");
+        }
+        let e = error(
+            json!({"providers": [{"issuer": "i", "audiencez": ["a"], "audiences": ["a"], "jwks": {"inline": {"keys": []}}}]}),
+        );
+        assert!(e.to_string().contains("audiencez"), "{e}");
+        let e = error(with(&["providers"], json!([])));
+        assert_eq!(e.field, "providers");
+        assert!(parse(br#"{"providers":[],"providers":[]}"#).unwrap_err().reason.contains("duplicate"));
+    }
+
+    #[test]
+    fn credentials_section() {
+        let doc = with(
+            &["upstream_credentials"],
+            json!({
+                "default": "backend",
+                "targets": {
+                    "sts": {"mode": "rfc8693", "cluster": "sts", "authority": "sts", "path": "/token", "client_id": "gw", "client_secret": "s"},
+                    "backend": {"mode": "internal", "audience": "tasks", "jwks_path": "/.well-known/gw-jwks.json",
+                                "signing_key": {"kty": "OKP", "crv": "Ed25519", "d": ED_D, "x": ED_X}}
+                }
+            }),
+        );
+        let c = parse(doc.to_string().as_bytes()).unwrap();
+        let backend = c.credentials.resolve(None).unwrap();
+        assert_eq!(c.credentials.targets[backend].name, "backend");
+        assert_eq!(c.credentials.resolve(Some("passthrough")), None);
+        assert!(c.credentials.jwks_at("/.well-known/gw-jwks.json").unwrap().contains(ED_X));
+        let connector_default = with(
+            &["upstream_credentials"],
+            json!({"default": "r", "targets": {"r": {"mode": "connector", "cluster": "c", "authority": "a", "provider_id": "reddit"}}}),
+        );
+        assert_eq!(error(connector_default).field, "upstream_credentials.default");
     }
 }

@@ -91,6 +91,18 @@ pub fn resource_metadata(document: &str) -> LocalReply {
     }
 }
 
+/// The public key of internal upstream tokens, for backends that verify them.
+pub fn public_jwks(document: &str) -> LocalReply {
+    LocalReply {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "max-age=300".into()),
+        ],
+        body: document.to_string(),
+    }
+}
+
 fn challenge(params: &[String]) -> String {
     if params.is_empty() { "Bearer".into() } else { format!("Bearer {}", params.join(", ")) }
 }

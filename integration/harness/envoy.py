@@ -115,7 +115,8 @@ def _static_cluster(name: str, port: int) -> dict:
     }
 
 
-def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_json: str, wasm: Path) -> dict:
+def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_json: str, wasm: Path,
+              extra_clusters: dict[str, int] | None = None) -> dict:
     """A complete Envoy bootstrap: listener -> wasm filter -> router -> mcp_upstream; idp_jwks cluster."""
     wasm_filter = {
         "name": "envoy.filters.http.wasm",
@@ -159,7 +160,8 @@ def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_jso
                     "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
                 }
             ],
-            "clusters": [_static_cluster("mcp_upstream", upstream_port), _static_cluster("idp_jwks", jwks_port)],
+            "clusters": [_static_cluster("mcp_upstream", upstream_port), _static_cluster("idp_jwks", jwks_port)]
+            + [_static_cluster(name, port) for name, port in (extra_clusters or {}).items()],
         },
     }
 
@@ -184,6 +186,7 @@ class Envoy:
         concurrency: int = 1,
         log_level: str = "info",
         name: str = "envoy",
+        extra_clusters: dict[str, int] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +212,8 @@ class Envoy:
         self.admin: str | None = None  # "127.0.0.1:port"
         self.proc: subprocess.Popen | None = None
         self.config_path.write_text(
-            json.dumps(bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path()), indent=2)
+            json.dumps(bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters),
+                       indent=2)
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod connector;
 pub mod internal;
+pub mod plan;
 pub mod rfc8693;
 
 use serde_json::{Value, json};
@@ -20,6 +21,18 @@ pub struct Target {
     pub name: String,
     pub mode: Mode,
     pub timeout_ms: u64,
+    /// Also put the upstream token into `params._meta` under this key (servers written like seed 001).
+    pub inject_meta_key: Option<String>,
+}
+
+impl Target {
+    /// For logs and seed 001's `provider` field.
+    pub fn provider_label(&self) -> &str {
+        match &self.mode {
+            Mode::Connector(s) => &s.provider_id,
+            _ => &self.name,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -124,6 +137,13 @@ pub fn status_error(status: u16, oauth_error: Option<&str>) -> ExchangeError {
         (404, _) => {
             ExchangeError::new(502, "api_error", "Provider not configured upstream", "exchange server answered 404")
         }
+        // Envoy answers a callout that ran into its timeout with a local 504.
+        (504, _) => ExchangeError::new(
+            504,
+            "api_error",
+            "Token exchange timed out",
+            "the exchange server did not answer in time",
+        ),
         (s, _) => {
             ExchangeError::new(502, "api_error", "Token exchange failed", format!("exchange server answered {s}"))
         }
@@ -164,6 +184,8 @@ mod tests {
         assert_eq!(status_error(403, None).status, 403);
         assert_eq!(status_error(404, None).status, 502);
         assert_eq!(status_error(503, None).status, 502);
+        assert_eq!(status_error(504, None).status, 504);
+        assert_eq!(status_error(504, None).status, 504);
         assert_eq!(no_response(2_000, 2_000).status, 504);
         assert_eq!(no_response(10, 2_000).status, 502);
     }

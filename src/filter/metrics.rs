@@ -11,6 +11,18 @@ use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// The `error` values of `ExchangeError`, each a `mcp_authz.exchange.failed.<error>` counter.
+const EXCHANGE_ERRORS: &[&str] = &[
+    "missing_parameters",
+    "invalid_parameter",
+    "invalid_request",
+    "provider_mismatch",
+    "user_mismatch",
+    "access_denied",
+    "invalid_token",
+    "api_error",
+];
+
 #[derive(Default)]
 pub struct Metrics {
     pub allowed: Counter,
@@ -22,6 +34,10 @@ pub struct Metrics {
     pub jwt_cache_hit: Counter,
     pub jwt_cache_miss: Counter,
     pub held_for_keys: Counter,
+    pub exchange_ok: Counter,
+    pub exchange_cache_hit: Counter,
+    pub exchange_cache_miss: Counter,
+    exchange_failed: Vec<(&'static str, Counter)>,
     denied_by_reason: Vec<(&'static str, Counter)>,
     /// `mcp_authz.mcp.<allowed|denied>.<method>[.<tool>]`, defined on first use.
     per_method: RefCell<HashMap<String, Counter>>,
@@ -63,6 +79,7 @@ impl Metrics {
             "header_mismatch",
             "insufficient_scope",
             "access_denied",
+            "exchange_failed",
         ]);
         Metrics {
             allowed: c("allowed"),
@@ -74,6 +91,10 @@ impl Metrics {
             jwt_cache_hit: c("jwt_cache_hit"),
             jwt_cache_miss: c("jwt_cache_miss"),
             held_for_keys: c("held_for_keys"),
+            exchange_ok: c("exchange.ok"),
+            exchange_cache_hit: c("exchange.cache_hit"),
+            exchange_cache_miss: c("exchange.cache_miss"),
+            exchange_failed: EXCHANGE_ERRORS.iter().map(|e| (*e, c(&format!("exchange.failed.{e}")))).collect(),
             denied_by_reason: reasons.into_iter().map(|r| (r, c(&format!("denied.{r}")))).collect(),
             per_method: RefCell::new(HashMap::new()),
         }
@@ -98,6 +119,12 @@ impl Metrics {
         }
         let counter = *self.per_method.borrow_mut().entry(name).or_insert_with_key(|n| Counter::define(n));
         counter.inc();
+    }
+
+    pub fn count_exchange_failure(&self, error: &str) {
+        if let Some((_, counter)) = self.exchange_failed.iter().find(|(e, _)| *e == error) {
+            counter.inc();
+        }
     }
 
     pub fn count_denial(&self, reason: &str) {

@@ -1,5 +1,6 @@
 //! The glue to Envoy: the only code that makes hostcalls. Decisions come from the host-tested modules.
 
+mod credentials;
 pub mod metrics;
 pub mod root;
 pub mod stream;

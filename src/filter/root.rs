@@ -29,7 +29,11 @@ pub struct Root {
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let (Some(worker), Some(provider)) = (self.worker.clone(), self.pending.remove(&token_id)) else { return };
+        let Some(worker) = self.worker.clone() else { return };
+        if super::credentials::on_callout(&worker, token_id, num_headers, body_size) {
+            return; // an exchange made while finishing a request that had waited for keys
+        }
+        let Some(provider) = self.pending.remove(&token_id) else { return };
         let Some(slot) = worker.slot(provider) else { return };
         let now = now_ms();
         let status = if num_headers == 0 { None } else { self.get_http_call_response_header(":status") };
@@ -176,6 +180,7 @@ impl Root {
         }
         worker.waiters.borrow_mut().extend(still_waiting);
         self.expire_body_waits(worker, now);
+        super::credentials::expire_followers(worker, now);
     }
 
     /// Answers 408 for MCP POSTs whose body did not arrive in time. If every POST ends like this, Envoy

@@ -6,13 +6,14 @@
 //! the root context (after `set_effective_context`), so the functions here make hostcalls on whatever
 //! context is effective and never hold a `RefCell` borrow across a hostcall that could re-enter the VM.
 
+use super::credentials;
 use super::worker::{BodyWait, Waiter, Worker};
 use super::{fingerprint, now_ms};
 use crate::authn::{self, Denial, HeadDecision, Outcome, RequestHead};
 use crate::jwks::Refetch;
 use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
-use crate::mcp::inspect::{self, MirrorHeaders, Refusal};
+use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal};
 use crate::mcp::lists::{self, ListFilter, ListKind, SseRewriter};
 use crate::mcp::reply as mcp_reply;
 use log::{info, warn};
@@ -25,6 +26,7 @@ use std::rc::Rc;
 
 #[derive(Default)]
 pub struct StreamState {
+    pub context_id: u32,
     pub token: Option<Rc<str>>,
     pub method: String,
     /// Path without query, for logs.
@@ -42,6 +44,8 @@ pub struct StreamState {
     /// List requests whose responses are trimmed for this caller.
     pub lists: Vec<(Value, ListKind)>,
     pub response: ResponseMode,
+    /// The upstream credential being obtained for this request.
+    pub exchange: Option<credentials::Pending>,
 }
 
 #[derive(Default)]
@@ -66,11 +70,23 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(context_id: u32, worker: Rc<Worker>) -> Stream {
-        Stream { context_id, worker, state: Rc::new(RefCell::new(StreamState::default())) }
+        let state = StreamState { context_id, ..Default::default() };
+        Stream { context_id, worker, state: Rc::new(RefCell::new(state)) }
     }
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        credentials::on_callout(&self.worker, token_id, num_headers, body_size);
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // A leader that goes away takes its callout with it: release the requests waiting on it.
+        credentials::abandon(&self.worker, &self.state);
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -333,19 +349,24 @@ pub fn authenticate(
 /// Called once the caller is authenticated: lets the request go, or decides on its body once that is
 /// complete. Returns the action for the current callback; resumes the stream itself when `held`.
 fn proceed(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, held: bool) -> Action {
-    let (inspect_body, body) = {
+    let (inspect_body, body, context_id) = {
         let mut s = state.borrow_mut();
-        (s.inspect_body, s.body.take())
+        (s.inspect_body, s.body.take(), s.context_id)
     };
-    let allowed = if !inspect_body {
-        true
+    let (calls, body) = if !inspect_body {
+        (Vec::new(), None)
     } else {
         let Some(body) = body else { return Action::Pause }; // the body callback will decide
-        decide_body(worker, state, &body)
+        match decide_body(worker, state, &body) {
+            Some(calls) => (calls, Some(body)),
+            None => return Action::Pause,
+        }
     };
-    if !allowed {
-        return Action::Pause;
-    }
+    credentials::obtain(worker, context_id, state, &calls, body, held)
+}
+
+/// Lets the request go: counts it and resumes it when it was held.
+pub fn finish(worker: &Worker, state: &RefCell<StreamState>, held: bool) -> Action {
     worker.metrics.allowed.inc();
     state.borrow_mut().settled = true;
     if held {
@@ -354,25 +375,25 @@ fn proceed(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, held: bool) ->
     Action::Continue
 }
 
-/// Authorizes the body; on refusal sends the answer. Returns whether the request may go on.
-fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> bool {
+/// Authorizes the body; on refusal sends the answer. Returns the authorized calls, or None if refused.
+fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Option<Vec<AllowedCall>> {
     let config = &worker.config;
     let (principal, mirror) = {
         let s = state.borrow();
         (s.principal.clone(), s.mirror.clone())
     };
-    let Some(principal) = principal else { return false };
+    let principal = principal?;
     match inspect::inspect(body, &mirror, &config.mcp.policy, &principal, config.mcp.filter_lists) {
         Ok(authorized) => {
-            for (method, target) in &authorized.calls {
-                worker.metrics.count_mcp("allowed", method, target.as_deref(), &config.mcp.policy);
+            for call in &authorized.calls {
+                worker.metrics.count_mcp("allowed", &call.method, call.target.as_deref(), &config.mcp.policy);
             }
             if !authorized.lists.is_empty() {
                 // The list response must be readable to be trimmed.
                 let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept-encoding", None);
             }
             state.borrow_mut().lists = authorized.lists;
-            true
+            Some(authorized.calls)
         }
         Err(Refusal::Protocol(e)) => {
             let reason = match e.code {
@@ -382,7 +403,7 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> bo
                 _ => "invalid_request",
             };
             deny(worker, state, &Denial { reason, reply: mcp_reply::protocol_error(&e) }, None);
-            false
+            None
         }
         Err(Refusal::Forbidden { refused, others, batch }) => {
             for r in &refused {
@@ -411,13 +432,13 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> bo
             worker.metrics.count_denial(reason);
             state.borrow_mut().settled = true;
             send(&reply);
-            false
+            None
         }
     }
 }
 
 /// Sends the denial, counts it and logs it (with a token fingerprint, never the token).
-pub fn deny(worker: &Worker, state: &RefCell<StreamState>, denial: &Denial, token: Option<&str>) {
+pub(crate) fn deny(worker: &Worker, state: &RefCell<StreamState>, denial: &Denial, token: Option<&str>) {
     worker.metrics.count_denial(denial.reason);
     let (method, path) = {
         let mut s = state.borrow_mut();
@@ -438,7 +459,7 @@ pub fn deny(worker: &Worker, state: &RefCell<StreamState>, denial: &Denial, toke
     send(&denial.reply);
 }
 
-fn send(reply: &crate::reply::LocalReply) {
+pub(crate) fn send(reply: &crate::reply::LocalReply) {
     let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_err() {
         warn!("could not send local reply {}", reply.status);

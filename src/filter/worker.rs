@@ -22,6 +22,11 @@ pub struct Worker {
     pub waiters: RefCell<Vec<Waiter>>,
     /// MCP POSTs whose body has not been decided yet, with the time after which they are answered 408.
     pub body_waits: RefCell<Vec<BodyWait>>,
+    /// Exchanged upstream tokens, and the callouts in flight for them.
+    pub exchange_cache: RefCell<crate::exchange::cache::ExchangeCache>,
+    pub exchange_followers: RefCell<Vec<super::credentials::Follower>>,
+    /// Exchange callouts in flight: token id → the stream that leads it.
+    pub exchange_callouts: RefCell<std::collections::HashMap<u32, (u32, Weak<RefCell<StreamState>>)>>,
 }
 
 pub struct BodyWait {
@@ -74,6 +79,10 @@ impl Worker {
                 JwksSource::Inline(_) => None,
             })
             .collect();
+        let exchange_cache = crate::exchange::cache::ExchangeCache::new(
+            config.credentials.cache_max_entries,
+            config.credentials.cache_margin_seconds,
+        );
         Worker {
             authn: RefCell::new(Authenticator::new(config.clone())),
             config,
@@ -81,6 +90,9 @@ impl Worker {
             remotes,
             waiters: RefCell::new(Vec::new()),
             body_waits: RefCell::new(Vec::new()),
+            exchange_cache: RefCell::new(exchange_cache),
+            exchange_followers: RefCell::new(Vec::new()),
+            exchange_callouts: RefCell::new(std::collections::HashMap::new()),
         }
     }
 

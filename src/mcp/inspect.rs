@@ -19,8 +19,19 @@ pub struct MirrorHeaders {
 pub struct Authorized {
     /// Requests whose responses are list results to trim for this caller.
     pub lists: Vec<(Value, ListKind)>,
-    /// `method` or `method name` of each call, for logs and stats.
-    pub calls: Vec<(String, Option<String>)>,
+    /// Every request and notification, as authorized.
+    pub calls: Vec<AllowedCall>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllowedCall {
+    pub method: String,
+    pub target: Option<String>,
+    pub id: Option<Value>,
+    /// The deciding rule's `credential` (None: no rule, or the rule names none).
+    pub credential: Option<String>,
+    /// `params._meta`, for the connector contract.
+    pub meta: Option<serde_json::Map<String, Value>>,
 }
 
 /// One refused message of a request (a batch may have several).
@@ -69,7 +80,16 @@ pub fn inspect(
                         authorized.lists.push((id.clone(), kind));
                     }
                 }
-                authorized.calls.push((call.method.clone(), call.target.clone()));
+                let credential =
+                    policy.rule_for(&call.method, call.target.as_deref()).and_then(|r| r.credential.clone());
+                let meta = call.params.as_ref().and_then(|p| p.get("_meta")).and_then(Value::as_object).cloned();
+                authorized.calls.push(AllowedCall {
+                    method: call.method.clone(),
+                    target: call.target.clone(),
+                    id: call.id.clone(),
+                    credential,
+                    meta,
+                });
             }
             access => refused.push(Refused {
                 index,
@@ -141,6 +161,7 @@ mod tests {
             any_scopes: vec![],
             claims: vec![],
             deny: false,
+            credential: None,
             label: "r".into(),
         };
         Policy {

@@ -193,6 +193,7 @@ mod tests {
                 any_scopes: vec![],
                 claims: vec![],
                 deny: false,
+                credential: None,
                 label: "r".into(),
             }],
             unlisted_tools: Unlisted::Deny,

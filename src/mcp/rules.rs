@@ -79,6 +79,9 @@ pub struct Rule {
     pub any_scopes: Vec<Vec<String>>,
     pub claims: Vec<ClaimCondition>,
     pub deny: bool,
+    /// `upstream_credentials` target for requests this rule allows (`passthrough` or a target name);
+    /// None: the configured default.
+    pub credential: Option<String>,
     /// `rules[i]`, for logs.
     pub label: String,
 }
@@ -112,10 +115,15 @@ impl Policy {
         Policy { rules: vec![], unlisted_tools: Unlisted::Allow, unlisted_methods: Unlisted::Allow }
     }
 
-    pub fn evaluate(&self, method: &str, target: Option<&str>, principal: &Principal) -> Access {
-        let rule = self.rules.iter().find(|r| {
+    /// The first rule whose method and target match.
+    pub fn rule_for(&self, method: &str, target: Option<&str>) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
             r.method.matches(method) && r.target.as_ref().is_none_or(|t| target.is_some_and(|name| t.matches(name)))
-        });
+        })
+    }
+
+    pub fn evaluate(&self, method: &str, target: Option<&str>, principal: &Principal) -> Access {
+        let rule = self.rule_for(method, target);
         let Some(rule) = rule else {
             let fallback = if method == "tools/call" {
                 self.unlisted_tools
@@ -202,6 +210,7 @@ mod tests {
             any_scopes: vec![],
             claims: vec![],
             deny: false,
+            credential: None,
             label: "rules[0]".into(),
         }
     }

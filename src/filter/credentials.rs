@@ -1,0 +1,323 @@
+//! Obtaining the upstream credential for a request that has been authorized: a cached token, a minted
+//! internal token, or a callout (one per key at a time: later requests for the same key follow it).
+//! Then `Authorization` (and, where configured, the body) is rewritten and the request resumes.
+
+use super::stream::{self, StreamState};
+use super::worker::Worker;
+use super::{fingerprint, now_ms};
+use crate::authn::Denial;
+use crate::exchange::cache::{Key, Lookup};
+use crate::exchange::plan::{self, Step};
+use crate::exchange::{self, ExchangeError, Issued, Mode, connector, rfc8693};
+use crate::mcp::inspect::AllowedCall;
+use crate::reply::LocalReply;
+use log::{info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType, MapType};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+/// Exchange responses larger than this are not read (a token response is a few KiB).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A request waiting for its credential.
+pub struct Pending {
+    pub target: usize,
+    pub key: Key,
+    /// JSON-RPC id for error answers.
+    pub id: Value,
+    /// The body to rewrite once the token is known (connector, `inject_meta_key`).
+    pub body: Option<Vec<u8>>,
+    /// The callout this stream leads, if it leads one.
+    pub callout: Option<u32>,
+    pub started_ms: u64,
+}
+
+/// A request following another's callout for the same key.
+pub struct Follower {
+    pub context_id: u32,
+    pub stream: Weak<RefCell<StreamState>>,
+    pub deadline_ms: u64,
+}
+
+/// After authorization: forward as is, or obtain the configured credential first.
+pub fn obtain(
+    worker: &Rc<Worker>,
+    context_id: u32,
+    state: &Rc<RefCell<StreamState>>,
+    calls: &[AllowedCall],
+    body: Option<Vec<u8>>,
+    held: bool,
+) -> Action {
+    let config = worker.config.clone();
+    let (principal, token) = {
+        let s = state.borrow();
+        (s.principal.clone(), s.token.clone())
+    };
+    let (Some(principal), Some(token)) = (principal, token) else { return Action::Pause };
+    let plan = match plan::plan(&config.credentials, calls, &principal, &token) {
+        Ok(None) => return stream::finish(worker, state, held),
+        Ok(Some(plan)) => plan,
+        Err(e) => {
+            let id = calls.first().and_then(|c| c.id.clone()).unwrap_or(Value::Null);
+            let target = calls.first().and_then(|c| config.credentials.resolve(c.credential.as_deref()));
+            let provider = target.map_or("-", |t| config.credentials.targets[t].provider_label());
+            fail(worker, state, &e, &id, provider);
+            return Action::Pause;
+        }
+    };
+    let target = &config.credentials.targets[plan.target];
+    let now = now_ms();
+    let lookup = worker.exchange_cache.borrow_mut().lookup(&plan.key, now, context_id);
+    let mut pending = Pending { target: plan.target, key: plan.key, id: plan.id, body, callout: None, started_ms: now };
+    match lookup {
+        Lookup::Hit(upstream_token) => {
+            worker.metrics.exchange_cache_hit.inc();
+            apply(worker, state, plan.target, &upstream_token, pending.body.as_deref());
+            stream::finish(worker, state, held)
+        }
+        Lookup::Follow => {
+            worker.metrics.exchange_cache_miss.inc();
+            worker.exchange_followers.borrow_mut().push(Follower {
+                context_id,
+                stream: Rc::downgrade(state),
+                deadline_ms: now + target.timeout_ms + 1_000,
+            });
+            state.borrow_mut().exchange = Some(pending);
+            Action::Pause
+        }
+        Lookup::Lead => {
+            worker.metrics.exchange_cache_miss.inc();
+            match plan.step {
+                Step::Mint => {
+                    let Mode::Internal(settings) = &target.mode else { return Action::Pause };
+                    let jti = fingerprint(&format!("{token}|{now}|{context_id}"));
+                    let issued = settings.mint(&principal, (now / 1000) as i64, &jti);
+                    state.borrow_mut().exchange = Some(pending);
+                    settle_flight(worker, state, Ok(issued), held);
+                    Action::Continue
+                }
+                Step::Callout(callout) => {
+                    let headers: Vec<(&str, &str)> =
+                        callout.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    let timeout = Duration::from_millis(callout.timeout_ms);
+                    match hostcalls::dispatch_http_call(&callout.cluster, headers, Some(&callout.body), vec![], timeout)
+                    {
+                        Ok(token_id) => {
+                            // Registered with the worker: when this runs from the root context (a request
+                            // that waited for keys), the SDK delivers the answer to the root, not to us.
+                            worker.exchange_callouts.borrow_mut().insert(token_id, (context_id, Rc::downgrade(state)));
+                            pending.callout = Some(token_id);
+                            state.borrow_mut().exchange = Some(pending);
+                            Action::Pause
+                        }
+                        Err(status) => {
+                            warn!(
+                                "token exchange callout to cluster {:?} refused ({status:?}); is the cluster defined?",
+                                callout.cluster
+                            );
+                            state.borrow_mut().exchange = Some(pending);
+                            let e = ExchangeError::new(
+                                502,
+                                "api_error",
+                                "Token exchange failed",
+                                "the exchange cluster is not available",
+                            );
+                            settle_flight(worker, state, Err(e), held);
+                            Action::Pause
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A callout answered, delivered to whichever context the SDK registered it with. Returns false if the
+/// token is not an exchange callout. Reads the answer, then settles it under the leader's context.
+pub fn on_callout(worker: &Rc<Worker>, token_id: u32, num_headers: usize, body_size: usize) -> bool {
+    let Some((context_id, stream)) = worker.exchange_callouts.borrow_mut().remove(&token_id) else { return false };
+    let status = if num_headers == 0 {
+        None
+    } else {
+        hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten()
+    };
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(MAX_RESPONSE_BYTES))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let Some(state) = stream.upgrade() else { return true };
+    if hostcalls::set_effective_context(context_id).is_err() {
+        return true;
+    }
+    on_response(worker, &state, token_id, status.as_deref(), &body);
+    true
+}
+
+/// The leader's callout answered (status None: no response, e.g. connection failure).
+fn on_response(
+    worker: &Rc<Worker>,
+    state: &Rc<RefCell<StreamState>>,
+    token_id: u32,
+    status: Option<&str>,
+    body: &[u8],
+) {
+    let (target, started) = {
+        let s = state.borrow();
+        match &s.exchange {
+            Some(p) if p.callout == Some(token_id) => (p.target, p.started_ms),
+            _ => return,
+        }
+    };
+    let t = &worker.config.credentials.targets[target];
+    let result = match status.and_then(|s| s.parse::<u16>().ok()) {
+        None => Err(exchange::no_response(now_ms().saturating_sub(started), t.timeout_ms)),
+        Some(code) => match &t.mode {
+            Mode::Rfc8693(s) => rfc8693::response(s, code, body),
+            Mode::Connector(s) => connector::response(s, code, body),
+            Mode::Internal(_) => return,
+        },
+    };
+    settle_flight(worker, state, result, true);
+}
+
+/// Ends the flight of the stream whose context is effective: caches the result, answers this stream,
+/// then every follower (each under its own context).
+fn settle_flight(
+    worker: &Rc<Worker>,
+    state: &Rc<RefCell<StreamState>>,
+    result: Result<Issued, ExchangeError>,
+    held: bool,
+) {
+    let Some(pending) = state.borrow_mut().exchange.take() else { return };
+    let now = now_ms();
+    let principal_exp_ms =
+        state.borrow().principal.as_ref().and_then(|p| p.expires_at).map(|e| (e.max(0) as u64) * 1000);
+    let lifetime_ms = match &result {
+        // Never reuse an exchanged token beyond the subject token's own expiry.
+        Ok(issued) => {
+            let own = issued.lifetime_seconds.unwrap_or(0) * 1000;
+            principal_exp_ms.map_or(own, |exp| own.min(exp.saturating_sub(now)))
+        }
+        Err(_) => 0,
+    };
+    let token = result.as_ref().ok().map(|i| i.token.as_str());
+    let followers = worker.exchange_cache.borrow_mut().complete(&pending.key, token, now, lifetime_ms);
+    match &result {
+        Ok(_) => worker.metrics.exchange_ok.inc(),
+        Err(e) => worker.metrics.count_exchange_failure(e.error),
+    }
+    conclude(worker, state, &pending, &result, held);
+    let mut waiting = std::mem::take(&mut *worker.exchange_followers.borrow_mut());
+    let (mine, others): (Vec<Follower>, Vec<Follower>) =
+        waiting.drain(..).partition(|f| followers.contains(&f.context_id));
+    worker.exchange_followers.borrow_mut().extend(others);
+    for follower in mine {
+        let Some(fstate) = follower.stream.upgrade() else { continue };
+        if hostcalls::set_effective_context(follower.context_id).is_err() {
+            continue;
+        }
+        let Some(fpending) = fstate.borrow_mut().exchange.take() else { continue };
+        conclude(worker, &fstate, &fpending, &result, true);
+    }
+}
+
+fn conclude(
+    worker: &Worker,
+    state: &RefCell<StreamState>,
+    pending: &Pending,
+    result: &Result<Issued, ExchangeError>,
+    held: bool,
+) {
+    match result {
+        Ok(issued) => {
+            apply(worker, state, pending.target, &issued.token, pending.body.as_deref());
+            stream::finish(worker, state, held);
+        }
+        Err(e) => {
+            let provider = worker.config.credentials.targets[pending.target].provider_label().to_string();
+            fail(worker, state, e, &pending.id, &provider);
+        }
+    }
+}
+
+/// Rewrites the request for the upstream: its own credential, never the client's token.
+fn apply(worker: &Worker, state: &RefCell<StreamState>, target: usize, upstream_token: &str, body: Option<&[u8]>) {
+    let config = &worker.config;
+    let t = &config.credentials.targets[target];
+    if config.token.header != "authorization" {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &config.token.header, None);
+    }
+    let _ = hostcalls::set_map_value(
+        MapType::HttpRequestHeaders,
+        "authorization",
+        Some(&format!("Bearer {upstream_token}")),
+    );
+    let remove_user_token = matches!(t.mode, Mode::Connector(_));
+    let inject = t.inject_meta_key.as_deref().map(|k| (k, upstream_token));
+    if let Some(body) = body
+        && let Some(new_body) = plan::rewrite_body(body, remove_user_token, inject)
+    {
+        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body.len(), &new_body);
+        let _ =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", Some(&new_body.len().to_string()));
+    }
+    let sub = state.borrow().principal.as_ref().and_then(|p| p.subject.clone()).unwrap_or_default();
+    info!("upstream credential from target {} for sub={sub:?} token={}", t.name, fingerprint(upstream_token));
+}
+
+fn fail(worker: &Worker, state: &RefCell<StreamState>, e: &ExchangeError, id: &Value, provider: &str) {
+    let mut reply = LocalReply::json(e.status, e.to_jsonrpc(id, provider).to_string());
+    if e.status == 401 {
+        reply = reply.with_header("www-authenticate", "Bearer error=\"invalid_token\"".into());
+    }
+    warn!("token exchange failed for provider {provider}: {e}");
+    stream::deny(worker, state, &Denial { reason: "exchange_failed", reply }, None);
+}
+
+/// A stream is going away: if it led a callout, its followers must not wait for an answer that will
+/// not come. They are answered on the next tick.
+pub fn abandon(worker: &Worker, state: &RefCell<StreamState>) {
+    let Ok(mut s) = state.try_borrow_mut() else { return };
+    let Some(pending) = s.exchange.take() else { return };
+    if let Some(token_id) = pending.callout {
+        worker.exchange_callouts.borrow_mut().remove(&token_id);
+        let orphans = worker.exchange_cache.borrow_mut().complete(&pending.key, None, 0, 0);
+        let mut followers = worker.exchange_followers.borrow_mut();
+        for f in followers.iter_mut().filter(|f| orphans.contains(&f.context_id)) {
+            f.deadline_ms = 0;
+        }
+    } else {
+        worker.exchange_cache.borrow_mut().forget(s.context_id);
+    }
+}
+
+/// From the root's tick: answers followers whose wait is over (leader gone, or past the timeout).
+pub fn expire_followers(worker: &Rc<Worker>, now: u64) {
+    let waiting = std::mem::take(&mut *worker.exchange_followers.borrow_mut());
+    let mut kept = Vec::with_capacity(waiting.len());
+    for f in waiting {
+        let Some(state) = f.stream.upgrade() else { continue };
+        if now < f.deadline_ms {
+            kept.push(f);
+            continue;
+        }
+        worker.exchange_cache.borrow_mut().forget(f.context_id);
+        if hostcalls::set_effective_context(f.context_id).is_err() {
+            continue;
+        }
+        let Some(pending) = state.borrow_mut().exchange.take() else { continue };
+        let provider = worker.config.credentials.targets[pending.target].provider_label().to_string();
+        let e = ExchangeError::new(
+            504,
+            "api_error",
+            "Token exchange timed out",
+            "the exchange in progress did not complete",
+        );
+        worker.metrics.count_exchange_failure(e.error);
+        fail(worker, &state, &e, &pending.id, &provider);
+    }
+    worker.exchange_followers.borrow_mut().extend(kept);
+}
