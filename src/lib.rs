@@ -4,6 +4,7 @@
 //! thin layer that talks to Envoy. This file only wires the root context.
 
 pub mod authn;
+pub mod bounded;
 pub mod config;
 pub mod exchange;
 pub mod json_strict;

@@ -5,8 +5,9 @@
 //! beyond the subject token's own `exp`; the map is bounded (oldest evicted). While a callout for a key is
 //! in flight, other requests for the same key wait for it instead of making their own.
 
+use crate::bounded::BoundedMap;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 pub type Key = [u8; 32];
 
@@ -25,10 +26,8 @@ struct Entry {
 }
 
 pub struct ExchangeCache {
-    max_entries: usize,
     margin_ms: u64,
-    entries: HashMap<Key, Entry>,
-    order: VecDeque<Key>,
+    entries: BoundedMap<Key, Entry>,
     /// Keys with a callout in flight, and the streams (context ids) waiting for each.
     in_flight: HashMap<Key, Vec<u32>>,
 }
@@ -46,10 +45,8 @@ pub enum Lookup {
 impl ExchangeCache {
     pub fn new(max_entries: usize, margin_seconds: u64) -> Self {
         ExchangeCache {
-            max_entries,
             margin_ms: margin_seconds * 1000,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
+            entries: BoundedMap::new(max_entries),
             in_flight: HashMap::new(),
         }
     }
@@ -78,20 +75,7 @@ impl ExchangeCache {
     pub fn complete(&mut self, key: &Key, token: Option<&str>, now_ms: u64, lifetime_ms: u64) -> Vec<u32> {
         if let Some(token) = token {
             let usable = lifetime_ms.saturating_sub(self.margin_ms);
-            if usable > 0 && self.max_entries > 0 {
-                while self.entries.len() >= self.max_entries {
-                    match self.order.pop_front() {
-                        Some(old) => {
-                            self.entries.remove(&old);
-                        }
-                        None => break,
-                    }
-                }
-                if self.order.len() >= self.max_entries.saturating_mul(2) {
-                    let entries = &self.entries;
-                    self.order.retain(|k| entries.contains_key(k));
-                }
-                self.order.push_back(*key);
+            if usable > 0 {
                 self.entries.insert(*key, Entry { token: token.to_string(), expires_at_ms: now_ms + usable });
             }
         }

@@ -26,8 +26,11 @@ pub struct Worker {
     pub exchange_cache: RefCell<crate::exchange::cache::ExchangeCache>,
     pub exchange_followers: RefCell<Vec<super::credentials::Follower>>,
     /// Exchange callouts in flight: token id → the stream that leads it.
-    pub exchange_callouts: RefCell<std::collections::HashMap<u32, (u32, Weak<RefCell<StreamState>>)>>,
+    pub exchange_callouts: RefCell<std::collections::HashMap<u32, CalloutOwner>>,
 }
+
+/// The stream (context id and state) that leads an exchange callout.
+pub type CalloutOwner = (u32, Weak<RefCell<StreamState>>);
 
 pub struct BodyWait {
     pub context_id: u32,

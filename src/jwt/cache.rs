@@ -2,22 +2,19 @@
 //!
 //! A signature verification costs milliseconds in Wasm; a lookup costs a hash of the token. Entries are
 //! only made for fully valid tokens, are dropped when they expire, and the whole cache is cleared when a
-//! key set changes so that a removed key cannot keep a token alive. Eviction is first-in-first-out:
-//! bounded memory with O(1) work, and no attacker-controlled ordering.
+//! key set changes so that a removed key cannot keep a token alive. Bounded, oldest evicted first.
 
 use super::Principal;
-use std::collections::{HashMap, VecDeque};
+use crate::bounded::BoundedMap;
 use std::rc::Rc;
 
 pub struct TokenCache {
-    max_entries: usize,
-    entries: HashMap<Rc<str>, Rc<Principal>>,
-    order: VecDeque<Rc<str>>,
+    entries: BoundedMap<Rc<str>, Rc<Principal>>,
 }
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> Self {
-        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new() }
+        TokenCache { entries: BoundedMap::new(max_entries) }
     }
 
     /// The principal for `token` if cached and not expired at `now` (with `skew` seconds of tolerance).
@@ -31,30 +28,13 @@ impl TokenCache {
     }
 
     pub fn insert(&mut self, token: &str, principal: Rc<Principal>) {
-        if self.max_entries == 0 || self.entries.contains_key(token) {
-            return;
+        if !self.entries.contains_key(token) {
+            self.entries.insert(Rc::from(token), principal);
         }
-        while self.entries.len() >= self.max_entries {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.entries.remove(&oldest);
-                }
-                None => break,
-            }
-        }
-        // `order` may hold keys already removed on expiry; bound it too.
-        if self.order.len() >= self.max_entries.saturating_mul(2) {
-            let entries = &self.entries;
-            self.order.retain(|k| entries.contains_key(k));
-        }
-        let key: Rc<str> = Rc::from(token);
-        self.order.push_back(key.clone());
-        self.entries.insert(key, principal);
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
-        self.order.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -93,17 +73,6 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(c.get("a", 0, 0).is_none());
         assert!(c.get("b", 0, 0).is_some() && c.get("c", 0, 0).is_some());
-    }
-
-    #[test]
-    fn order_queue_stays_bounded_under_churn() {
-        let mut c = TokenCache::new(3);
-        for i in 0..1000 {
-            let t = format!("t{i}");
-            c.insert(&t, principal(Some(i)));
-            c.get(&t, i + 1, 0); // expires and is removed from the map only
-        }
-        assert!(c.order.len() <= 6);
     }
 
     #[test]
