@@ -116,7 +116,7 @@ def _static_cluster(name: str, port: int) -> dict:
 
 
 def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_json: str, wasm: Path,
-              extra_clusters: dict[str, int] | None = None) -> dict:
+              extra_clusters: dict[str, int] | None = None, stop_iteration_flag: bool = True) -> dict:
     """A complete Envoy bootstrap: listener -> wasm filter -> router -> mcp_upstream; idp_jwks cluster."""
     wasm_filter = {
         "name": "envoy.filters.http.wasm",
@@ -125,7 +125,7 @@ def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_jso
             "config": {
                 "name": "mcp_authz",
                 "root_id": "mcp_authz",
-                "allow_on_headers_stop_iteration": True,
+                "allow_on_headers_stop_iteration": stop_iteration_flag,
                 "vm_config": {
                     "vm_id": "mcp_authz",
                     "runtime": "envoy.wasm.runtime.v8",
@@ -187,6 +187,7 @@ class Envoy:
         log_level: str = "info",
         name: str = "envoy",
         extra_clusters: dict[str, int] | None = None,
+        stop_iteration_flag: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -212,8 +213,8 @@ class Envoy:
         self.admin: str | None = None  # "127.0.0.1:port"
         self.proc: subprocess.Popen | None = None
         self.config_path.write_text(
-            json.dumps(bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters),
-                       indent=2)
+            json.dumps(bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
+                                 stop_iteration_flag), indent=2)
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
