@@ -27,8 +27,9 @@ INTERNAL_JWKS_PATH = "/.well-known/mcp-authz/jwks.json"
 
 
 class ExchangeStack:
-    def __init__(self, envoy: Envoy, echo: EchoServer, sts: TokenExchangeServer, connector: ConnectorBackend, key) -> None:
-        self.envoy, self.echo, self.sts, self.connector, self.key = envoy, echo, sts, connector, key
+    def __init__(self, envoy: Envoy, echo: EchoServer, sts: TokenExchangeServer, connector: ConnectorBackend, key,
+                 jwks: JwksServer) -> None:
+        self.envoy, self.echo, self.sts, self.connector, self.key, self.jwks = envoy, echo, sts, connector, key, jwks
 
     def token(self, sub: str = "alice", scope: str = "read:tasks write:tasks", **claims) -> str:
         return mint(self.key, sub=sub, scope=scope, **claims)
@@ -82,7 +83,7 @@ def stack(tmp_path_factory) -> Iterator[ExchangeStack]:
                       name="envoy-exchange", extra_clusters={"sts": sts.port, "connector": connector.port})
         es.callback(envoy.stop)
         envoy.start()
-        yield ExchangeStack(envoy, echo, sts, connector, key)
+        yield ExchangeStack(envoy, echo, sts, connector, key, jwks)
 
 
 @pytest.fixture(autouse=True)
@@ -272,3 +273,32 @@ def test_passthrough_tools_still_get_the_client_token(stack: ExchangeStack) -> N
     assert r.status_code == 200
     assert bearer(seen) == token
     assert stack.sts.hits == 0 and stack.connector.hits == 0
+
+
+def test_default_exchange_holds_a_streamed_body_until_the_credential_is_known(stack: ExchangeStack, tmp_path) -> None:
+    """A guarded non-MCP POST whose default credential is an exchange: body frames that arrive while the
+    callout runs must wait with the headers, or the request would leave with the client's token."""
+    def configure(listener_port: int) -> dict:
+        cfg = filter_config(stack.jwks.port, listener_port)
+        cfg["paths"] = [{"prefix": "/"}]
+        cfg["mcp"] = {"paths": [{"exact": "/mcp"}]}
+        cfg["upstream_credentials"] = {"default": "tasks-api", "targets": {"tasks-api": {
+            "mode": "rfc8693", "cluster": "sts", "authority": f"127.0.0.1:{stack.sts.port}", "path": "/token",
+            "audience": "tasks-api", "client_id": "mcp-gateway", "client_secret": "demo-secret"}}}
+        return cfg
+
+    with Envoy(tmp_path, upstream_port=stack.echo.port, jwks_port=stack.jwks.port, filter_cfg=configure,
+               name="envoy-default-exchange", extra_clusters={"sts": stack.sts.port}) as envoy:
+        stack.sts.script(("delay", 0.3))
+        token = stack.token()
+
+        def frames():
+            for _ in range(20):
+                yield b"x" * 100
+        r = httpx.post(f"{envoy.url}/api/tasks", content=frames(), timeout=20,
+                       headers={"authorization": f"Bearer {token}", "x-test-id": "default-exchange"})
+        assert r.status_code == 200, r.text
+        [seen] = stack.echo.seen("default-exchange")
+        assert bearer(seen) != token and token not in json.dumps(seen)
+        assert seen["body"] == "x" * 2000
+        assert stack.sts.hits_for("/token") == 1

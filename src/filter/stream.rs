@@ -184,9 +184,9 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         if !inspect_body {
-            // Frames of a request held for keys must wait with it.
-            let waiting = self.worker.waiters.borrow().iter().any(|w| w.context_id == self.context_id);
-            return if waiting { Action::Pause } else { Action::Continue };
+            // Still deciding (keys being fetched, or the upstream credential being obtained): the frames
+            // wait with the held headers. Continuing here would release the headers too, undecided.
+            return Action::Pause;
         }
         let max = self.worker.config.mcp.max_body_bytes;
         if body_size > max {
