@@ -39,14 +39,19 @@ lint:
 integration: venv build
 	$(PYTEST) -q integration/
 
-# `envoy --mode validate` for every config under envoy/ (also part of `integration`).
+# `envoy --mode validate` for every config under envoy/, including the Envoy/filter configs inside the
+# Istio and Kubernetes manifests (also part of `integration`).
 validate: venv build
-	$(PYTEST) -q integration/test_envoy_configs.py
+	$(PYTEST) -q integration/test_envoy_configs.py integration/test_manifests.py
 
 test: lint unit integration
 
-demo:
-	@echo "TODO"
+# The bundled stack on 127.0.0.1 (identity provider, token exchange, connector, tasks API, sample MCP
+# server, Envoy with the filter), then an MCP SDK session through Envoy; stays up until Ctrl-C.
+# `make demo DEMO_ARGS=--once` runs the session and stops.
+DEMO_ARGS ?=
+demo: venv build
+	$(VENV)/bin/python integration/demo.py $(DEMO_ARGS)
 
 clean:
 	rm -rf build

@@ -6,7 +6,12 @@ itself; what it received is recorded so tests can assert what reached the upstre
   GET /_received   -> JSON list of every HTTP request to /mcp: method, headers, body (as text)
   POST /_reset     -> clears that list
 
-Run: python mcp_server.py --port 8000 [--json-response]
+With `--backend-url`, getTasks and createTask call seed 000's tasks API (stack/backend_api.py) with the
+Authorization header this server received (the client's token, or the one the gateway exchanged for it),
+and that API verifies it again. Without it they use an in-memory list. With `--provider-api-url`,
+get_reddit_user calls the provider's API with the token found in `_meta.current_oauth_token`.
+
+Run: python mcp_server.py --port 8000 [--json-response] [--backend-url URL] [--provider-api-url URL]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import threading
 from typing import Any
 
+import httpx
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
@@ -27,6 +33,8 @@ _LOCK = threading.Lock()
 TASKS: list[dict[str, str]] = [{"title": "Write the README"}, {"title": "Rotate the signing keys"}]
 
 mcp = MCPServer(name="tasks-demo")
+BACKEND_URL: str | None = None  # seed 000's tasks API; None: in-memory TASKS
+PROVIDER_API_URL: str | None = None  # e.g. http://connector:9200/provider/reddit
 
 
 def _headers(ctx: Context) -> dict[str, str]:
@@ -34,16 +42,34 @@ def _headers(ctx: Context) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()} if request is not None else {}
 
 
+async def _backend(ctx: Context, method: str, path: str, body: dict | None = None) -> dict:
+    """Seed 000's callBackend: forward the Authorization header this server received."""
+    headers = {k: v for k, v in {"authorization": _headers(ctx).get("authorization")}.items() if v}
+    async with httpx.AsyncClient(base_url=BACKEND_URL, timeout=10) as http:
+        r = await http.request(method, path, headers=headers, json=body)
+    if r.status_code >= 300:
+        try:
+            detail = r.json().get("error", "")
+        except ValueError:
+            detail = ""
+        raise RuntimeError(f"backend API answered {r.status_code} {detail}".strip())
+    return r.json()
+
+
 @mcp.tool()
-def getTasks(ctx: Context) -> str:
+async def getTasks(ctx: Context) -> str:
     """Get the current user's tasks."""
     user = _headers(ctx).get("x-user-sub", "unknown")
-    return f"Found {len(TASKS)} tasks for {user}:\n" + "\n".join(f"- {t['title']}" for t in TASKS)
+    tasks = (await _backend(ctx, "GET", "/api/tasks"))["tasks"] if BACKEND_URL else TASKS
+    return f"Found {len(tasks)} tasks for {user}:\n" + "\n".join(f"- {t['title']}" for t in tasks)
 
 
 @mcp.tool()
-def createTask(title: str, ctx: Context, description: str = "") -> str:
+async def createTask(title: str, ctx: Context, description: str = "") -> str:
     """Create a new task."""
+    if BACKEND_URL:
+        task = (await _backend(ctx, "POST", "/api/tasks", {"title": title, "description": description}))["task"]
+        return f"Created task: {task['title']}"
     TASKS.append({"title": title, "description": description})
     return f"Created task: {title}"
 
@@ -62,14 +88,32 @@ def whoami(ctx: Context) -> str:
     return json.dumps({k: h.get(k) for k in ("authorization", "x-user-sub", "x-user-scopes")})
 
 
-@mcp.tool()
-def get_reddit_user(ctx: Context) -> str:
-    """Seed 001 pattern: use the provider token the gateway put in _meta.current_oauth_token."""
+def _meta(ctx: Context) -> dict[str, Any]:
     meta = ctx.request_context.meta
-    token = None
-    if meta is not None:
-        token = meta.get("current_oauth_token") if isinstance(meta, dict) else getattr(meta, "current_oauth_token", None)
-    return json.dumps({"provider_token_present": bool(token), "authorization": _headers(ctx).get("authorization")})
+    if meta is None:
+        return {}
+    if isinstance(meta, dict):
+        return meta
+    return meta.model_dump(by_alias=True) if hasattr(meta, "model_dump") else dict(vars(meta))
+
+
+@mcp.tool()
+async def get_reddit_user(ctx: Context) -> str:
+    """Seed 001 pattern: use the provider token the gateway put in _meta.current_oauth_token."""
+    meta = _meta(ctx)
+    token = meta.get("current_oauth_token")
+    out: dict[str, Any] = {
+        "provider_token_present": bool(token),
+        "authorization": _headers(ctx).get("authorization"),
+        "meta_keys": sorted(meta),
+    }
+    if token and PROVIDER_API_URL:
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(f"{PROVIDER_API_URL}/api/v1/me", headers={"authorization": f"Bearer {token}"})
+        out["provider_status"] = r.status_code
+        if r.status_code == 200:
+            out["reddit_user"] = r.json().get("name")
+    return json.dumps(out)
 
 
 class Recorder:
@@ -127,7 +171,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--json-response", action="store_true", help="answer with application/json instead of SSE")
+    parser.add_argument("--backend-url", help="seed 000's tasks API (e.g. http://127.0.0.1:4000)")
+    parser.add_argument("--provider-api-url", help="the provider API get_reddit_user calls (e.g. http://127.0.0.1:9200/provider/reddit)")
     args = parser.parse_args()
+    global BACKEND_URL, PROVIDER_API_URL
+    BACKEND_URL, PROVIDER_API_URL = args.backend_url, args.provider_api_url
     uvicorn.run(build_app(args.json_response), host=args.host, port=args.port, log_level="warning")
 
 

@@ -1,0 +1,178 @@
+"""A small identity provider for the demo and the tests: issues RS256/ES256 JWT access tokens, serves its
+JWKS and discovery documents, and rotates its keys on request.
+
+  POST /token                                   JSON {"sub","scope","alg","aud","ttl","claims"} (demo/tests),
+                                                or form grant_type=client_credentials&client_id=..&scope=..
+                                                -> {"access_token","token_type":"Bearer","expires_in","scope"}
+  GET  /.well-known/jwks.json                   the published public keys
+  GET  /.well-known/openid-configuration        issuer, jwks_uri, token_endpoint (also served as
+  GET  /.well-known/oauth-authorization-server  RFC 8414 metadata, which MCP clients look for)
+  POST /rotate                                  JSON {"keep_old": true, "algorithms": ["RS256"]}: new key
+                                                (new kid) per algorithm; the old one stays published or is
+                                                dropped -> {"active": {alg: kid}, "published": [kid, ...]}
+
+It authenticates nobody: it stands in for a real authorization server, which would run a login and
+consent flow before issuing a token. Run: python -m stack.idp --port 9000 --issuer http://idp:9000
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+from .common import JsonServer, Request, Response, SigningKey, error, jwks_document, new_key, script_args, setup_logging
+
+DEFAULT_AUDIENCE = "mcp-demo"
+ALGORITHMS = ("RS256", "ES256")
+MAX_TTL = 86400
+
+
+class IdentityProvider(JsonServer):
+    name = "idp"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, issuer: str | None = None,
+                 audience: str = DEFAULT_AUDIENCE, token_ttl: int = 3600, jwks_max_age: int = 300) -> None:
+        super().__init__(host, port)
+        self.issuer = (issuer or self.url).rstrip("/")
+        self.audience = audience
+        self.token_ttl = token_ttl
+        self.jwks_max_age = jwks_max_age
+        self._keys_lock = threading.Lock()
+        self.active: dict[str, SigningKey] = {alg: new_key(alg) for alg in ALGORITHMS}
+        self.published: list[SigningKey] = list(self.active.values())
+        self.routes.update({
+            ("GET", "/.well-known/jwks.json"): self._jwks,
+            ("GET", "/.well-known/openid-configuration"): self._discovery,
+            ("GET", "/.well-known/oauth-authorization-server"): self._discovery,
+            ("POST", "/token"): self._token,
+            ("POST", "/rotate"): self._rotate,
+        })
+
+    # -- Python API (tests, demo) -----------------------------------------------------------------
+    @property
+    def jwks_path(self) -> str:
+        return "/.well-known/jwks.json"
+
+    def jwks(self) -> dict:
+        with self._keys_lock:
+            return jwks_document(self.published)
+
+    def kid(self, alg: str = "RS256") -> str:
+        with self._keys_lock:
+            return self.active[alg].kid
+
+    def mint(self, sub: str = "alice", scope: str = "", alg: str = "RS256", audience: str | list[str] | None = None,
+             ttl: int | None = None, **claims: Any) -> str:
+        """A signed access token; `claims` are added (and may override the standard ones)."""
+        now = int(time.time())
+        body: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": audience if audience is not None else self.audience,
+            "scope": scope,
+            "client_id": "demo-client",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + (ttl if ttl is not None else self.token_ttl),
+            "jti": uuid.uuid4().hex,
+        }
+        body.update(claims)
+        with self._keys_lock:
+            key = self.active.get(alg)
+        if key is None:
+            raise ValueError(f"no active key for {alg}; the IdP signs with {', '.join(ALGORITHMS)}")
+        return key.sign(body)
+
+    def rotate(self, keep_old: bool = True, algorithms: list[str] | None = None) -> dict:
+        """New signing key (new kid) for each algorithm; the previous keys stay published if `keep_old`."""
+        algorithms = list(algorithms or ALGORITHMS)
+        for alg in algorithms:
+            if alg not in ALGORITHMS:
+                raise ValueError(f"unknown algorithm {alg!r}")
+        with self._keys_lock:
+            for alg in algorithms:
+                old = self.active[alg]
+                self.active[alg] = new_key(alg)
+                if not keep_old:
+                    self.published = [k for k in self.published if k.kid != old.kid]
+                self.published.append(self.active[alg])
+            return {"active": {a: k.kid for a, k in self.active.items()}, "published": [k.kid for k in self.published]}
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    def _jwks(self, req: Request) -> Response:
+        return Response(200, self.jwks(), headers={"Cache-Control": f"public, max-age={self.jwks_max_age}"})
+
+    def _discovery(self, req: Request) -> Response:
+        return Response(200, {
+            "issuer": self.issuer,
+            "jwks_uri": f"{self.issuer}{self.jwks_path}",
+            "token_endpoint": f"{self.issuer}/token",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "id_token_signing_alg_values_supported": list(ALGORITHMS),
+            "scopes_supported": ["read:tasks", "write:tasks", "admin"],
+            "response_types_supported": ["token"],
+            "subject_types_supported": ["public"],
+        })
+
+    def _token(self, req: Request) -> Response:
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/x-www-form-urlencoded":
+            form = {k: v[0] for k, v in req.form().items()}
+            if form.get("grant_type") != "client_credentials":
+                return Response(400, {"error": "unsupported_grant_type"})
+            if not form.get("client_id"):
+                return Response(400, {"error": "invalid_request", "error_description": "client_id is required"})
+            params: dict[str, Any] = {"sub": form["client_id"], "scope": form.get("scope", "")}
+        else:
+            try:
+                params = req.json()
+            except ValueError:
+                return error(400, "invalid_request", "body must be JSON or a client_credentials form")
+            if not isinstance(params, dict):
+                return error(400, "invalid_request", "body must be a JSON object")
+        sub, scope = params.get("sub", "alice"), params.get("scope", "")
+        alg, ttl = params.get("alg", "RS256"), params.get("ttl", self.token_ttl)
+        extra = params.get("claims", {})
+        if not isinstance(sub, str) or not sub or not isinstance(scope, str):
+            return error(400, "invalid_request", "sub must be a non-empty string and scope a string")
+        if alg not in ALGORITHMS:
+            return error(400, "invalid_request", f"alg must be one of {', '.join(ALGORITHMS)}")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL:
+            return error(400, "invalid_request", f"ttl must be an integer 1..{MAX_TTL}")
+        if not isinstance(extra, dict):
+            return error(400, "invalid_request", "claims must be an object")
+        audience = params.get("aud")
+        token = self.mint(sub=sub, scope=scope, alg=alg, audience=audience, ttl=ttl, **extra)
+        return Response(200, {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": scope})
+
+    def _rotate(self, req: Request) -> Response:
+        try:
+            params = req.json() if req.body else {}
+        except ValueError:
+            return error(400, "invalid_request", "body must be JSON")
+        keep_old = params.get("keep_old", True)
+        algorithms = params.get("algorithms")
+        if not isinstance(keep_old, bool) or not (algorithms is None or isinstance(algorithms, list)):
+            return error(400, "invalid_request", "keep_old must be a boolean and algorithms a list")
+        try:
+            return Response(200, self.rotate(keep_old=keep_old, algorithms=algorithms))
+        except ValueError as e:
+            return error(400, "invalid_request", str(e))
+
+
+def main() -> None:
+    parser = script_args("Demo identity provider (JWT access tokens, JWKS, key rotation)", 9000)
+    parser.add_argument("--issuer", help="issuer URL (default: http://HOST:PORT)")
+    parser.add_argument("--audience", default=DEFAULT_AUDIENCE, help="default `aud` of issued tokens")
+    parser.add_argument("--token-ttl", type=int, default=3600)
+    args = parser.parse_args()
+    setup_logging(args.log_level)
+    IdentityProvider(args.host, args.port, issuer=args.issuer, audience=args.audience,
+                     token_ttl=args.token_ttl).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

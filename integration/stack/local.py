@@ -1,0 +1,230 @@
+"""The whole stack as local processes on 127.0.0.1 (what docker-compose.yml runs in containers).
+
+    with LocalStack(workdir) as stack:
+        stack.mcp_url            # Envoy's MCP endpoint
+        stack.idp.mint(sub="alice", scope="read:tasks")
+
+The identity provider, token exchange server, connector and tasks API run in this process (threads, ports
+picked by the kernel); the MCP server (official SDK) and Envoy are child processes on free ports, started
+with PR_SET_PDEATHSIG so they die with this process even if it is killed. Envoy gets stack/envoy.yaml
+rendered with those addresses. `stop()` (or leaving the `with`) stops everything, also after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from harness.envoy import Envoy, EnvoyExited, die_with_parent, wasm_path
+from harness.ports import free_port
+
+from . import config
+from .backend_api import TasksApi
+from .common import TrustedIssuer
+from .connector import ConnectorBackend
+from .idp import IdentityProvider
+from .sts import TokenExchangeServer
+
+MCP_SERVER = Path(__file__).with_name("mcp_server.py")
+START_TIMEOUT = 60.0
+# Every tool of the sample MCP server (what a caller would see without the filter).
+ALL_TOOLS = ("admin_reset", "createTask", "getTasks", "get_reddit_user", "whoami")
+
+
+class McpServerProcess:
+    """stack/mcp_server.py as a child process on a free loopback port; `start()` returns once it answers."""
+
+    def __init__(self, workdir: Path, backend_url: str | None = None, provider_api_url: str | None = None,
+                 json_response: bool = False) -> None:
+        self.port = free_port()
+        self.log_path = Path(workdir) / "mcp_server.log"
+        self.argv = [sys.executable, str(MCP_SERVER), "--port", str(self.port)]
+        if json_response:
+            self.argv.append("--json-response")
+        if backend_url:
+            self.argv += ["--backend-url", backend_url]
+        if provider_api_url:
+            self.argv += ["--provider-api-url", provider_api_url]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> "McpServerProcess":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, preexec_fn=die_with_parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"MCP server exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
+            try:
+                httpx.get(f"{self.url}/_received", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"MCP server not answering within {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def received(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_received", timeout=5).json()
+
+    def messages(self) -> list[dict]:
+        """Every JSON-RPC message that reached the server (batches flattened; unparseable bodies skipped)."""
+        out: list[dict] = []
+        for r in self.received():
+            try:
+                doc = json.loads(r["body"]) if r["method"] == "POST" else None
+            except ValueError:
+                continue
+            out.extend(m for m in (doc if isinstance(doc, list) else [doc]) if isinstance(m, dict))
+        return out
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_reset", timeout=5)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class StackEnvoy(Envoy):
+    """harness.envoy.Envoy (start/stop/readiness/stats) running a config rendered from stack/envoy.yaml."""
+
+    def __init__(self, workdir: Path, name: str = "envoy-stack", concurrency: int = 1, log_level: str = "info") -> None:
+        super().__init__(workdir, upstream_port=0, jwks_port=0, filter_json="{}", concurrency=concurrency,
+                         log_level=log_level, name=name)
+        self.config_path.unlink(missing_ok=True)  # the harness bootstrap, not used
+
+    def use_config(self, text: str, suffix: str = ".yaml") -> None:
+        self.config_path = self.workdir / f"{self.name}{suffix}"
+        self.config_path.write_text(text)
+        self.admin = None  # a previous (refused) start's admin address is stale
+
+
+class LocalStack:
+    """Identity provider, token exchange, connector, tasks API, MCP server and Envoy on 127.0.0.1.
+
+    `credentials`: True uses stack/envoy.yaml as it is; "auto" falls back to the same configuration without
+    `upstream_credentials` when the filter build refuses that field (then `credentials_supported` is False
+    and `refusal` holds Envoy's log line)."""
+
+    def __init__(self, workdir: Path, credentials: bool | str = True, json_response: bool = False,
+                 concurrency: int = 1, log_level: str = "info") -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.credentials = credentials
+        self.json_response = json_response
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.credentials_supported: bool | None = None
+        self.refusal: str | None = None
+        self.idp: IdentityProvider | None = None
+        self.sts: TokenExchangeServer | None = None
+        self.connector: ConnectorBackend | None = None
+        self.backend: TasksApi | None = None
+        self.mcp: McpServerProcess | None = None
+        self.envoy: StackEnvoy | None = None
+        self.rendered: str | None = None
+        self._exit = contextlib.ExitStack()
+
+    # -- addresses --------------------------------------------------------------------------------
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.envoy.url}/mcp"
+
+    @property
+    def resource(self) -> str:
+        return f"http://127.0.0.1:{self.envoy.listener_port}/mcp"
+
+    def urls(self) -> dict[str, str]:
+        return {
+            "mcp": self.mcp_url,
+            "idp": self.idp.url,
+            "sts": self.sts.url,
+            "connector": self.connector.url,
+            "backend": self.backend.url,
+            "mcp_direct": self.mcp.url,
+            "envoy_admin": f"http://{self.envoy.admin}",
+        }
+
+    def token(self, scope: str = "read:tasks", sub: str = config.DEMO_USER, **kw) -> str:
+        return self.idp.mint(sub=sub, scope=scope, **kw)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> "LocalStack":
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        wasm = wasm_path()
+        # Envoy first: its listener port is the resource URL, i.e. the audience every other service checks.
+        self.envoy = StackEnvoy(self.workdir, concurrency=self.concurrency, log_level=self.log_level)
+        self._exit.callback(self.envoy.stop)
+        resource = self.resource
+        self.idp = self._exit.enter_context(IdentityProvider(audience=resource))
+        jwks_url = f"{self.idp.url}{self.idp.jwks_path}"
+        self.sts = self._exit.enter_context(TokenExchangeServer(
+            subject_issuer=self.idp.issuer, subject_jwks_url=jwks_url, subject_audiences=[resource],
+            clients={config.STS_CLIENT_ID: config.STS_CLIENT_SECRET}))
+        self.connector = self._exit.enter_context(ConnectorBackend())
+        self.backend = self._exit.enter_context(TasksApi(trusted=[
+            TrustedIssuer(self.idp.issuer, jwks_url, [resource]),
+            TrustedIssuer(self.sts.issuer, self.sts.jwks_url, ["tasks-api"]),
+        ]))
+        self.mcp = McpServerProcess(self.workdir, backend_url=self.backend.url,
+                                    provider_api_url=f"{self.connector.url}/provider/reddit",
+                                    json_response=self.json_response)
+        self._exit.callback(self.mcp.stop)
+        self.mcp.start()
+        self.rendered = config.render(config.local_values(
+            listener_port=self.envoy.listener_port, wasm=wasm, mcp_port=self.mcp.port, idp_port=self.idp.port,
+            sts_port=self.sts.port, connector_port=self.connector.port, issuer=self.idp.issuer))
+        self.envoy.use_config(self.rendered)
+        try:
+            self.envoy.start()
+            self.credentials_supported = True
+        except EnvoyExited as e:
+            refused = [line for line in e.log.splitlines() if "configuration refused" in line]
+            if self.credentials != "auto" or not refused or "credential" not in refused[0]:
+                raise
+            # A filter build without upstream credentials: run the rest of the stack all the same.
+            self.refusal = refused[0].split("configuration refused:", 1)[1].strip()
+            self.credentials_supported = False
+            self.envoy.use_config(config.without_credentials(self.rendered), suffix=".json")
+            self.envoy.start()
+        # The filter fetched the IdP's keys at start-up (bounded wait; requests would be held until then anyway).
+        self.idp.wait_for_hits(1, timeout=10, path=self.idp.jwks_path)
+
+    def stop(self) -> None:
+        self._exit.close()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
