@@ -170,11 +170,19 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    /// `path` is the request path without its query string.
+    /// `path` is the request path without its query string. Matching ignores ASCII case, and an exact
+    /// match ignores a trailing slash: upstream frameworks (Express by default, among others) route
+    /// `/MCP` and `/mcp/` to `/mcp`, so the filter must guard those spellings too. Matching more
+    /// spellings than the upstream routes is the safe direction.
     pub fn matches(&self, path: &str) -> bool {
         match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => {
+                let trim = |s: &str| if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s.to_string() };
+                trim(path).eq_ignore_ascii_case(&trim(p))
+            }
+            PathMatch::Prefix(p) => {
+                path.len() >= p.len() && path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
         }
     }
 }
@@ -707,7 +715,7 @@ fn validate_target(field: &str, name: String, t: RawTarget) -> Result<Target, Co
                 requested_token_type: t.requested_token_type,
                 subject_token_type: t.subject_token_type.unwrap_or_else(|| rfc8693::ACCESS_TOKEN_TYPE.into()),
                 client_id: t.client_id,
-                client_secret: t.client_secret,
+                client_secret: t.client_secret.map(rfc8693::Secret),
                 client_auth,
             })
         }
@@ -914,7 +922,8 @@ fn validate_rule(field: &str, r: RawRule, credentials: &Credentials) -> Result<R
                     format!("no upstream_credentials target named {name:?}"),
                 )
             })?;
-            if matches!(target.mode, Mode::Connector(_)) && !method.matches("tools/call") {
+            // Exactly tools/call: a glob would also send other methods' `_meta.userToken` upstream.
+            if matches!(target.mode, Mode::Connector(_)) && method.as_string() != "tools/call" {
                 return Err(ConfigError::new(
                     format!("{field}.credential"),
                     "connector targets serve tools/call rules only",
@@ -1187,6 +1196,19 @@ mod tests {
 
     fn error(doc: Value) -> ConfigError {
         parse(doc.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn path_matching_covers_the_spellings_upstreams_route_alike() {
+        let exact = PathMatch::Exact("/mcp".into());
+        for p in ["/mcp", "/MCP", "/mcp/", "/Mcp//"] {
+            assert!(exact.matches(p), "{p}");
+        }
+        assert!(!exact.matches("/mcpx") && !exact.matches("/mc"));
+        let prefix = PathMatch::Prefix("/mcp".into());
+        assert!(prefix.matches("/MCP/x") && prefix.matches("/mcp") && !prefix.matches("/mc"));
+        assert!(PathMatch::Exact("/".into()).matches("/"));
+        assert!(!PathMatch::Prefix("/é".into()).matches("/"), "no slicing panic on short paths");
     }
 
     #[test]

@@ -139,6 +139,10 @@ def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_jso
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
+        "normalize_path": True,
+        "merge_slashes": True,
+        # HTTP/1 trailers reach filters only when enabled; the trailers tests need them.
+        "http_protocol_options": {"enable_trailers": True},
         "route_config": {
             "name": "local",
             "virtual_hosts": [

@@ -16,6 +16,16 @@ pub enum ClientAuth {
     Post,
 }
 
+/// A client secret: never printed, not even in debug output.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub cluster: String,
@@ -27,7 +37,7 @@ pub struct Settings {
     pub requested_token_type: Option<String>,
     pub subject_token_type: String,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
 }
 
@@ -56,7 +66,7 @@ pub fn request(s: &Settings, subject_token: &str, timeout_ms: u64) -> Callout {
     ];
     match (&s.client_auth, &s.client_id) {
         (ClientAuth::Basic, Some(id)) => {
-            let secret = s.client_secret.as_deref().unwrap_or("");
+            let secret = s.client_secret.as_ref().map_or("", |c| c.0.as_str());
             let pair = format!("{}:{}", form_component(id), form_component(secret));
             let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
             headers.push(("authorization".to_string(), value));
@@ -64,7 +74,7 @@ pub fn request(s: &Settings, subject_token: &str, timeout_ms: u64) -> Callout {
         (ClientAuth::Post, Some(id)) => {
             form.push(("client_id", id));
             if let Some(secret) = &s.client_secret {
-                form.push(("client_secret", secret));
+                form.push(("client_secret", &secret.0));
             }
         }
         _ => {}
@@ -119,7 +129,7 @@ mod tests {
             requested_token_type: None,
             subject_token_type: ACCESS_TOKEN_TYPE.into(),
             client_id: Some("gw id".into()),
-            client_secret: Some("s3cr:t".into()),
+            client_secret: Some(Secret("s3cr:t".into())),
             client_auth: auth,
         }
     }
@@ -137,6 +147,11 @@ mod tests {
         let auth = c.headers.iter().find(|(n, _)| n == "authorization").unwrap();
         let decoded = base64::engine::general_purpose::STANDARD.decode(&auth.1[6..]).unwrap();
         assert_eq!(decoded, b"gw+id:s3cr%3At");
+    }
+
+    #[test]
+    fn secret_is_not_in_debug_output() {
+        assert!(!format!("{:?}", settings(ClientAuth::Basic)).contains("s3cr"));
     }
 
     #[test]

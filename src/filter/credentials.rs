@@ -273,7 +273,8 @@ fn fail(worker: &Worker, state: &RefCell<StreamState>, e: &ExchangeError, id: &V
     if e.status == 401 {
         reply = reply.with_header("www-authenticate", "Bearer error=\"invalid_token\"".into());
     }
-    warn!("token exchange failed for provider {provider}: {e}");
+    // Debug formatting escapes control characters: details may quote client input (providerId).
+    warn!("token exchange failed for provider {provider:?}: {} ({}): {:?}", e.error, e.status, e.details);
     stream::deny(worker, state, &Denial { reason: "exchange_failed", reply }, None);
 }
 

@@ -191,7 +191,7 @@ impl Root {
         let mut kept = Vec::with_capacity(waits.len());
         for wait in waits {
             let Some(state) = wait.stream.upgrade() else { continue };
-            if state.borrow().settled {
+            if state.borrow().settled || state.borrow().body_complete {
                 continue;
             }
             if now < wait.deadline_ms {

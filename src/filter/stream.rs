@@ -14,7 +14,7 @@ use crate::jwks::Refetch;
 use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
 use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal};
-use crate::mcp::lists::{self, ListFilter, ListKind, SseRewriter};
+use crate::mcp::lists::{self, JsonBody, ListFilter, ListKind, SseRewriter};
 use crate::mcp::reply as mcp_reply;
 use log::{info, warn};
 use proxy_wasm::hostcalls;
@@ -40,6 +40,8 @@ pub struct StreamState {
     pub body: Option<Vec<u8>>,
     /// The request was let through (or answered): nothing is pending any more.
     pub settled: bool,
+    /// The whole request body has arrived (the body timeout no longer applies).
+    pub body_complete: bool,
     pub mirror: MirrorHeaders,
     /// List requests whose responses are trimmed for this caller.
     pub lists: Vec<(Value, ListKind)>,
@@ -72,6 +74,40 @@ impl Stream {
     pub fn new(context_id: u32, worker: Rc<Worker>) -> Stream {
         let state = StreamState { context_id, ..Default::default() };
         Stream { context_id, worker, state: Rc::new(RefCell::new(state)) }
+    }
+}
+
+impl Stream {
+    /// Body frames and trailers: hold until decided; at the end of the request, decide on the body.
+    fn request_data(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (settled, inspect_body, authenticated) = {
+            let s = self.state.borrow();
+            (s.settled, s.inspect_body, s.principal.is_some())
+        };
+        if settled {
+            return Action::Continue;
+        }
+        if !inspect_body {
+            // Still deciding (keys being fetched, or the upstream credential being obtained): the frames
+            // wait with the held headers. Continuing here would release the headers too, undecided.
+            return Action::Pause;
+        }
+        let max = self.worker.config.mcp.max_body_bytes;
+        if body_size > max {
+            let reply = mcp_reply::request_error(413, &format!("Request body exceeds {max} bytes"));
+            deny(&self.worker, &self.state, &Denial { reason: head::REASON_TOO_LARGE, reply }, None);
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause; // Envoy keeps buffering; the decision needs the whole body.
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        {
+            let mut s = self.state.borrow_mut();
+            s.body = Some(body);
+            s.body_complete = true;
+        }
+        if authenticated { proceed(&self.worker, &self.state, false) } else { Action::Pause }
     }
 }
 
@@ -176,32 +212,16 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (settled, inspect_body, authenticated) = {
-            let s = self.state.borrow();
-            (s.settled, s.inspect_body, s.principal.is_some())
-        };
-        if settled {
-            return Action::Continue;
-        }
-        if !inspect_body {
-            // Still deciding (keys being fetched, or the upstream credential being obtained): the frames
-            // wait with the held headers. Continuing here would release the headers too, undecided.
-            return Action::Pause;
-        }
-        let max = self.worker.config.mcp.max_body_bytes;
-        if body_size > max {
-            let reply = mcp_reply::request_error(413, &format!("Request body exceeds {max} bytes"));
-            deny(&self.worker, &self.state, &Denial { reason: head::REASON_TOO_LARGE, reply }, None);
-            return Action::Pause;
-        }
-        if !end_of_stream {
-            return Action::Pause; // Envoy keeps buffering; the decision needs the whole body.
-        }
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        self.state.borrow_mut().body = Some(body);
-        if authenticated { proceed(&self.worker, &self.state, false) } else { Action::Pause }
+        self.request_data(body_size, end_of_stream)
     }
 
+    /// Trailers end the request like a final body frame does. The SDK's default answer (Continue) would
+    /// release held headers and body undecided, so an undecided request waits here too.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let size = self.worker.config.mcp.max_body_bytes + 1;
+        let buffered = self.get_http_request_body(0, size).map_or(0, |b| b.len());
+        self.request_data(buffered, true)
+    }
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.state.borrow().lists.is_empty() {
             return Action::Continue;
@@ -230,6 +250,17 @@ impl HttpContext for Stream {
         Action::Continue
     }
 
+    /// A buffered JSON list response that ends with trailers is finished here; the default (Continue)
+    /// would send it untrimmed.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !matches!(self.state.borrow().response, ResponseMode::Json) {
+            return Action::Continue;
+        }
+        let size = self.worker.config.mcp.max_list_response_bytes + 1;
+        let buffered = self.get_http_response_body(0, size).map_or(0, |b| b.len());
+        self.on_http_response_body(buffered, true)
+    }
+
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let worker = self.worker.clone();
         let config = &worker.config;
@@ -251,8 +282,14 @@ impl HttpContext for Stream {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                if let Some(trimmed) = filter.json_body(&body) {
-                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &trimmed);
+                let replacement = match filter.json_body(&body) {
+                    JsonBody::Trimmed(trimmed) => Some(trimmed),
+                    JsonBody::Unchanged => None,
+                    // Not JSON: it cannot be checked, so it does not go out (fail closed).
+                    JsonBody::Unreadable => Some(lists::unfilterable(&first_id).to_string().into_bytes()),
+                };
+                if let Some(new_body) = replacement {
+                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new_body);
                 }
                 Action::Continue
             }

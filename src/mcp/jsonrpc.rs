@@ -16,6 +16,8 @@ pub struct ProtocolError {
 }
 
 pub const PARSE_ERROR: i64 = -32700;
+/// Largest integer every JSON implementation (IEEE double) represents exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const INVALID_PARAMS: i64 = -32602;
 /// MCP 2026-07-28: `Mcp-Method`/`Mcp-Name` disagree with the body.
@@ -91,7 +93,15 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
     }
     let id = match obj.remove("id") {
         None => None,
-        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
+        Some(id @ Value::String(_)) => Some(id),
+        // Integers that every JSON parser reads alike: `1.0`, `1e0` or 2^53+1 would be echoed back as a
+        // different id by some servers, and the response would then escape list trimming.
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER) => {
+            Some(Value::Number(n))
+        }
+        Some(Value::Number(_)) => {
+            return Err(invalid("a numeric \"id\" must be an integer within ±(2^53 − 1)"));
+        }
         Some(_) => return Err(invalid("\"id\" must be a string or a number")),
     };
     let Some(method) = obj.remove("method") else {
@@ -110,6 +120,14 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
     let target = match target_field(&method) {
         None => None,
         Some(field) => match params.as_ref().and_then(|p| p.get(field)) {
+            Some(Value::String(uri)) if field == "uri" && !canonical_uri(uri) => {
+                return Err(ProtocolError::new(
+                    400,
+                    INVALID_PARAMS,
+                    "Invalid params: params.uri must be canonical (lower-case scheme, no dot segments, no encoded dots)",
+                )
+                .with_id(&id_value));
+            }
             Some(Value::String(s)) => Some(s.clone()),
             _ => {
                 return Err(ProtocolError::new(
@@ -122,6 +140,17 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
         },
     };
     Ok(Message::Call(Call { id, method, target, params }))
+}
+
+/// URI rules are globs over the URI as sent. A server that normalises URIs (RFC 3986 §5.2.4) would read
+/// `file:///public/../secret` as `file:///secret`, so spellings that normalise differently are refused.
+fn canonical_uri(uri: &str) -> bool {
+    let scheme = uri.split(':').next().unwrap_or("");
+    let path = uri.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    !scheme.bytes().any(|b| b.is_ascii_uppercase())
+        && !lower.contains("%2e")
+        && !path.split('/').any(|segment| segment == "." || segment == "..")
 }
 
 fn short(s: &str) -> String {
@@ -181,6 +210,9 @@ mod tests {
             (r#"{"id":1,"method":"ping"}"#, INVALID_REQUEST),
             (r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1.0,"method":"ping"}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":1e0,"method":"ping"}"#, INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}"#, INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","id":1,"method":5}"#, INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}"#, INVALID_REQUEST),
             (r#"{"jsonrpc":"2.0","id":1}"#, INVALID_REQUEST),
@@ -188,6 +220,16 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#, INVALID_PARAMS),
             (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#, INVALID_PARAMS),
             (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":null}}"#, INVALID_PARAMS),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/../secret"}}"#,
+                INVALID_PARAMS,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///public/%2e%2e/s"}}"#,
+                INVALID_PARAMS,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"FILE:///secret"}}"#, INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/./b"}}"#, INVALID_PARAMS),
         ];
         for (body, code) in cases {
             let err = parse(body.as_bytes()).unwrap_err();

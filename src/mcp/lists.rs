@@ -51,6 +51,15 @@ impl ListKind {
     }
 }
 
+/// What became of a JSON list response.
+#[derive(Debug, PartialEq)]
+pub enum JsonBody {
+    Unchanged,
+    Trimmed(Vec<u8>),
+    /// Not JSON: it cannot be checked, so it must not go out as it is.
+    Unreadable,
+}
+
 /// What to trim, for whom.
 pub struct ListFilter<'a> {
     pub lists: &'a [(Value, ListKind)],
@@ -74,14 +83,18 @@ impl ListFilter<'_> {
         true
     }
 
-    /// A whole `application/json` response body (one message or a batch). None: leave it as it is.
-    pub fn json_body(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let mut doc: Value = serde_json::from_slice(body).ok()?;
+    /// A whole `application/json` response body (one message or a batch).
+    pub fn json_body(&self, body: &[u8]) -> JsonBody {
+        let Ok(mut doc) = serde_json::from_slice::<Value>(body) else { return JsonBody::Unreadable };
         let changed = match &mut doc {
             Value::Array(items) => items.iter_mut().fold(false, |acc, m| self.apply(m) | acc),
             single => self.apply(single),
         };
-        if changed { serde_json::to_vec(&doc).ok() } else { None }
+        match serde_json::to_vec(&doc) {
+            Ok(bytes) if changed => JsonBody::Trimmed(bytes),
+            Ok(_) => JsonBody::Unchanged,
+            Err(_) => JsonBody::Unreadable,
+        }
     }
 }
 
@@ -218,13 +231,15 @@ mod tests {
         let (p, who) = (policy(), reader());
         let lists = [(json!(3), ListKind::Tools)];
         let f = ListFilter { lists: &lists, policy: &p, principal: &who };
-        let out: Value = serde_json::from_slice(&f.json_body(LIST.as_bytes()).unwrap()).unwrap();
+        let JsonBody::Trimmed(bytes) = f.json_body(LIST.as_bytes()) else { panic!("not trimmed") };
+        let out: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(out["result"]["tools"], json!([{"name": "getTasks"}]));
         assert_eq!(out["result"]["cacheScope"], "private");
         assert_eq!(out["result"]["ttlMs"], 1000);
         let other = [(json!(4), ListKind::Tools)];
         let f = ListFilter { lists: &other, policy: &p, principal: &who };
-        assert!(f.json_body(LIST.as_bytes()).is_none(), "other ids untouched");
+        assert_eq!(f.json_body(LIST.as_bytes()), JsonBody::Unchanged, "other ids untouched");
+        assert_eq!(f.json_body(b"<html>"), JsonBody::Unreadable);
     }
 
     #[test]
