@@ -8,13 +8,13 @@ import hmac
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from stack.common import SigningKey, jwks_document, new_key
+
+__all__ = ["SigningKey", "jwks_document", "make_key", "mint", "claims", "raw_token", "OMIT", "ISSUER", "AUDIENCE"]
 
 ISSUER = "https://idp.test"
 AUDIENCE = "mcp-test"
@@ -33,46 +33,8 @@ def b64url_json(obj: Any) -> str:
     return b64url(json.dumps(obj, separators=(",", ":")).encode())
 
 
-@dataclass
-class SigningKey:
-    kid: str
-    alg: str
-    private: Any
-    jwk: dict = field(default_factory=dict)
-
-    @property
-    def public(self):
-        return self.private.public_key()
-
-    def public_pem(self) -> bytes:
-        return self.public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-
-def make_key(alg: str, kid: str | None = None) -> SigningKey:
-    """A fresh key for `alg`, with its public JWK (kid, alg, use=sig)."""
-    kid = kid or f"{alg.lower()}-{uuid.uuid4().hex[:8]}"
-    if alg.startswith(("RS", "PS")):
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    elif alg == "ES256":
-        private = ec.generate_private_key(ec.SECP256R1())
-        jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    elif alg == "ES384":
-        private = ec.generate_private_key(ec.SECP384R1())
-        jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    elif alg == "EdDSA":
-        private = ed25519.Ed25519PrivateKey.generate()
-        jwk = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    else:
-        raise ValueError(f"no key type for {alg}")
-    jwk.update({"kid": kid, "alg": alg, "use": "sig"})
-    return SigningKey(kid=kid, alg=alg, private=private, jwk=jwk)
-
-
-def jwks_document(keys: list[SigningKey]) -> dict:
-    return {"keys": [k.jwk for k in keys]}
+# One implementation of test keys for the harness and the bundled stack's servers.
+make_key = new_key
 
 
 def claims(**overrides: Any) -> dict:

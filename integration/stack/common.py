@@ -17,8 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 log = logging.getLogger("stack")
 
@@ -41,6 +42,13 @@ class SigningKey:
     private: Any
     jwk: dict = field(default_factory=dict)
 
+    @property
+    def public(self):
+        return self.private.public_key()
+
+    def public_pem(self) -> bytes:
+        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
     def sign(self, claims: dict, headers: dict | None = None) -> str:
         hdr = {"kid": self.kid, "typ": "at+jwt"}
         hdr.update(headers or {})
@@ -48,16 +56,20 @@ class SigningKey:
 
 
 def new_key(alg: str = "RS256", kid: str | None = None) -> SigningKey:
-    """A fresh RS256 (RSA 2048) or ES256 (P-256) key with its public JWK (kid, alg, use=sig)."""
+    """A fresh key for `alg` (RSA 2048 for RS*/PS*, P-256, P-384, Ed25519) with its public JWK (kid, alg,
+    use=sig). The test harness uses the same function (harness.keys.make_key)."""
     kid = kid or f"{alg.lower()}-{uuid.uuid4().hex[:12]}"
-    if alg == "RS256":
+    if alg.startswith(("RS", "PS")):
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public_jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    elif alg == "ES256":
-        private = ec.generate_private_key(ec.SECP256R1())
+    elif alg in ("ES256", "ES384"):
+        private = ec.generate_private_key(ec.SECP256R1() if alg == "ES256" else ec.SECP384R1())
         public_jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    elif alg == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+        public_jwk = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)
     else:
-        raise ValueError(f"unsupported signing algorithm {alg!r} (RS256 or ES256)")
+        raise ValueError(f"unsupported signing algorithm {alg!r}")
     public_jwk.update({"kid": kid, "alg": alg, "use": "sig"})
     return SigningKey(kid=kid, alg=alg, private=private, jwk=public_jwk)
 
