@@ -1,13 +1,11 @@
 //! Signature algorithms and verifying keys.
 //!
-//! The maintained RustCrypto crates do the mathematics (`rsa`, `p256`, `p384`, `ed25519-compact`); this
-//! module only decides which of them runs, with which parameters, and refuses combinations that JWS
-//! (RFC 7518) does not allow. `verify` takes the raw signing input and signature so the same code path
+//! The maintained RustCrypto crates do the mathematics (`crypto-bigint` for RSA, see `rsa.rs`; `p256`,
+//! `p384`, `ed25519-compact`); this module only decides which of them runs, with which parameters, and
+//! refuses combinations that JWS (RFC 7518) does not allow. `verify` takes the raw signing input and signature so the same code path
 //! can be run against the Wycheproof vectors (tests/wycheproof.rs).
 
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, Pkcs1v15Sign, Pss, RsaPublicKey};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use super::rsa::{Hash, RsaKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -70,7 +68,7 @@ pub enum SignatureError {
 /// A public key accepted from a JWKS, ready to verify.
 #[derive(Debug, Clone)]
 pub enum VerifyingKey {
-    Rsa(RsaPublicKey),
+    Rsa(RsaKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
@@ -99,16 +97,16 @@ pub const RSA_MAX_BITS: usize = 4096;
 impl VerifyingKey {
     /// RSA from big-endian modulus and exponent. Policy: 2048..=4096-bit modulus, e = 65537.
     pub fn rsa(n: &[u8], e: &[u8]) -> Result<VerifyingKey, KeyError> {
-        let n = BigUint::from_bytes_be(n);
-        let e = BigUint::from_bytes_be(e);
-        let bits = n.bits();
+        let key = RsaKey::new(n);
+        let bits = key.as_ref().map_or_else(|| bit_length(n), |key| key.modulus_bits() as usize);
         if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
             return Err(KeyError::RsaModulusSize(bits));
         }
-        if e != BigUint::from(65_537u32) {
+        let e_first = e.iter().position(|&b| b != 0).unwrap_or(e.len());
+        if e[e_first..] != [0x01, 0x00, 0x01] {
             return Err(KeyError::RsaExponent);
         }
-        RsaPublicKey::new(n, e).map(VerifyingKey::Rsa).map_err(|_| KeyError::Invalid("invalid RSA key"))
+        key.map(VerifyingKey::Rsa).ok_or(KeyError::Invalid("RSA modulus must be odd"))
     }
 
     /// EC key from affine coordinates (each exactly the curve's field size).
@@ -151,21 +149,17 @@ impl VerifyingKey {
         }
         let ok = match self {
             VerifyingKey::Rsa(key) => {
-                // A signature must be exactly as long as the modulus (RFC 8017 8.2.2 step 1).
-                if signature.len() != key.size() {
-                    return Err(SignatureError::Invalid);
-                }
+                // The signature must be exactly as long as the modulus (RFC 8017 8.2.2 step 1): checked in
+                // RsaKey, with the range check of RSAVP1.
                 match alg {
-                    RS256 => key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), signature),
-                    RS384 => key.verify(Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(message), signature),
-                    RS512 => key.verify(Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(message), signature),
-                    // JWS fixes the PSS salt length to the hash length and MGF1 to the same hash.
-                    PS256 => key.verify(Pss::new::<Sha256>(), &Sha256::digest(message), signature),
-                    PS384 => key.verify(Pss::new::<Sha384>(), &Sha384::digest(message), signature),
-                    PS512 => key.verify(Pss::new::<Sha512>(), &Sha512::digest(message), signature),
+                    RS256 => key.verify_pkcs1v15(Hash::Sha256, message, signature),
+                    RS384 => key.verify_pkcs1v15(Hash::Sha384, message, signature),
+                    RS512 => key.verify_pkcs1v15(Hash::Sha512, message, signature),
+                    PS256 => key.verify_pss(Hash::Sha256, message, signature),
+                    PS384 => key.verify_pss(Hash::Sha384, message, signature),
+                    PS512 => key.verify_pss(Hash::Sha512, message, signature),
                     _ => return Err(SignatureError::KeyMismatch),
                 }
-                .is_ok()
             }
             VerifyingKey::P256(key) => {
                 use p256::ecdsa::signature::Verifier;
@@ -181,6 +175,14 @@ impl VerifyingKey {
             }
         };
         if ok { Ok(()) } else { Err(SignatureError::Invalid) }
+    }
+}
+
+/// Bit length of a big-endian integer (for the error message of a key that is refused before use).
+fn bit_length(be: &[u8]) -> usize {
+    match be.iter().position(|&b| b != 0) {
+        Some(first) => (be.len() - first - 1) * 8 + (8 - be[first].leading_zeros() as usize),
+        None => 0,
     }
 }
 
@@ -217,6 +219,11 @@ mod tests {
         let mut n = [0xffu8; 256];
         n[255] = 0xfd; // odd modulus
         assert!(VerifyingKey::rsa(&n, &e).is_ok());
+        assert!(VerifyingKey::rsa(&n, &[0, 1, 0, 1]).is_ok(), "leading zero octets of e");
+        n[255] = 0xfe;
+        assert_eq!(VerifyingKey::rsa(&n, &e).unwrap_err(), KeyError::Invalid("RSA modulus must be odd"));
+        assert_eq!(bit_length(&[0, 0, 0x01, 0xff]), 9);
+        assert_eq!(bit_length(&[0, 0]), 0);
     }
 
     #[test]
