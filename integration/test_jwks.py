@@ -168,3 +168,25 @@ def test_cache_control_max_age_shortens_refresh(stack_factory, keys):
     assert stack.get("/mcp", token=mint(keys["RS256"]))[0].status_code == 200
     assert stack.jwks.wait_for_hits(3, 10), f"only {stack.jwks.hits} JWKS fetches with max-age=1"
     assert stack.get("/mcp", token=mint(keys["RS256"]))[0].status_code == 200
+
+
+def test_refresh_with_unchanged_keys_keeps_verified_tokens_cached(stack_factory, keys):
+    """A refresh that returns the same key set must not flush the token caches: otherwise any client
+    could force every cached token to be verified again, once per unknown-`kid` refetch interval."""
+
+    def configure(cfg):
+        remote_jwks(cfg)["min_refresh_interval_seconds"] = 1
+
+    def prepare(jwks):
+        jwks.max_age = 1
+
+    stack = stack_factory([keys["RS256"]], configure=configure, prepare_jwks=prepare)
+    token = mint(keys["RS256"])
+    assert stack.get("/mcp", token=token)[0].status_code == 200
+    misses = stack.envoy.metric("mcp_authz.jwt_cache_miss")
+    hits = stack.envoy.metric("mcp_authz.jwt_cache_hit") or 0
+    seen = stack.jwks.hits
+    assert stack.jwks.wait_for_hits(seen + 2, 10), "the key set was not refreshed"
+    assert stack.get("/mcp", token=token)[0].status_code == 200
+    assert stack.envoy.metric("mcp_authz.jwt_cache_miss") == misses, "the refresh flushed the token cache"
+    assert stack.envoy.metric("mcp_authz.jwt_cache_hit") == hits + 1

@@ -42,9 +42,9 @@ impl Context for Root {
             jwks::parse_body(&body).map(|set| (set, body))
         });
         match result {
-            Ok((set, body)) if worker.store_keys(slot, &body) => {
+            Ok((set, body)) if let Some(changed) = worker.store_keys(slot, &body) => {
                 let max_age = self.get_http_call_response_header("cache-control").and_then(|v| jwks::max_age(&v));
-                worker.update_state(slot, |s| Some(s.after_success(now, max_age, &slot.cfg)));
+                worker.update_state(slot, |s| Some(s.after_success(now, max_age, changed, &slot.cfg)));
                 worker.metrics.jwks_fetch_success.inc();
                 if !set.skipped.is_empty() {
                     info!("provider {}: JWKS keys skipped: {}", slot.provider_name, set.skipped.join("; "));

@@ -138,8 +138,16 @@ impl Worker {
         }
     }
 
-    pub fn store_keys(&self, slot: &RemoteSlot, body: &[u8]) -> bool {
-        hostcalls::set_shared_data(&slot.keys_key, Some(body), None).is_ok()
+    /// Stores a fetched key set. `Some(changed)` once stored: a refresh that returns the very same
+    /// document must not make every worker reload its keys and flush its token cache (a client could
+    /// otherwise flush them at will, once per unknown-`kid` refetch interval). `None`: not stored.
+    pub fn store_keys(&self, slot: &RemoteSlot, body: &[u8]) -> Option<bool> {
+        if let Ok((Some(stored), _)) = hostcalls::get_shared_data(&slot.keys_key)
+            && stored == body
+        {
+            return Some(false);
+        }
+        hostcalls::set_shared_data(&slot.keys_key, Some(body), None).is_ok().then_some(true)
     }
 
     /// Loads the shared key set into this worker when another VM (or this one) stored a new one.

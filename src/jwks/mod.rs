@@ -14,7 +14,8 @@ use std::fmt;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedState {
-    /// Bumped each time a new key set is stored; workers reload their keys when it changes.
+    /// Bumped each time a key set that differs from the stored one is stored; workers reload their keys
+    /// (and so empty their token caches) when it changes, so an unchanged refresh costs them nothing.
     pub generation: u64,
     /// Bumped when a fetch finishes, either way; requests held for a refetch are settled when it changes.
     pub completed: u64,
@@ -55,12 +56,19 @@ impl SharedState {
         SharedState { lease_until_ms: now_ms + cfg.timeout_ms + 1_000, ..self.clone() }
     }
 
-    pub fn after_success(&self, now_ms: u64, max_age_seconds: Option<u64>, cfg: &RemoteJwks) -> SharedState {
+    /// `keys_changed`: whether the fetched set differs from the stored one.
+    pub fn after_success(
+        &self,
+        now_ms: u64,
+        max_age_seconds: Option<u64>,
+        keys_changed: bool,
+        cfg: &RemoteJwks,
+    ) -> SharedState {
         let refresh = max_age_seconds
             .map(|s| s.clamp(cfg.min_refresh_interval_seconds, cfg.max_refresh_interval_seconds))
             .unwrap_or(cfg.refresh_interval_seconds);
         SharedState {
-            generation: self.generation + 1,
+            generation: self.generation + u64::from(keys_changed),
             completed: self.completed + 1,
             next_fetch_ms: now_ms + refresh * 1_000,
             lease_until_ms: 0,
@@ -197,11 +205,19 @@ mod tests {
     #[test]
     fn success_schedules_refresh_honouring_max_age_within_bounds() {
         let s = SharedState::default().with_lease(0, &cfg());
-        let ok = s.after_success(1_000, None, &cfg());
+        let ok = s.after_success(1_000, None, true, &cfg());
         assert_eq!((ok.generation, ok.completed, ok.next_fetch_ms, ok.lease_until_ms), (1, 1, 601_000, 0));
-        assert_eq!(s.after_success(0, Some(120), &cfg()).next_fetch_ms, 120_000);
-        assert_eq!(s.after_success(0, Some(1), &cfg()).next_fetch_ms, 30_000);
-        assert_eq!(s.after_success(0, Some(999_999), &cfg()).next_fetch_ms, 3_600_000);
+        assert_eq!(s.after_success(0, Some(120), true, &cfg()).next_fetch_ms, 120_000);
+        assert_eq!(s.after_success(0, Some(1), true, &cfg()).next_fetch_ms, 30_000);
+        assert_eq!(s.after_success(0, Some(999_999), true, &cfg()).next_fetch_ms, 3_600_000);
+    }
+
+    #[test]
+    fn unchanged_keys_complete_the_fetch_without_a_new_generation() {
+        let s = SharedState { generation: 4, completed: 9, ..Default::default() }.with_lease(0, &cfg());
+        let same = s.after_success(1_000, None, false, &cfg());
+        assert_eq!((same.generation, same.completed, same.lease_until_ms), (4, 10, 0));
+        assert_eq!(s.after_success(1_000, None, true, &cfg()).generation, 5);
     }
 
     #[test]
@@ -215,7 +231,7 @@ mod tests {
         assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
         assert_eq!(s.generation, 3);
         assert_eq!(s.completed, 6);
-        assert_eq!(s.after_success(0, None, &cfg()).failures, 0);
+        assert_eq!(s.after_success(0, None, true, &cfg()).failures, 0);
     }
 
     #[test]
@@ -225,7 +241,7 @@ mod tests {
         assert!(s.fetch_due(10_000));
         let s = s.with_lease(10_000, &cfg());
         assert_eq!(s.refetch(10_500, &cfg()), Refetch::InFlight);
-        let s = s.after_success(11_000, None, &cfg());
+        let s = s.after_success(11_000, None, true, &cfg());
         assert_eq!(s.refetch(20_000, &cfg()), Refetch::RateLimited);
         assert!(matches!(s.refetch(40_000, &cfg()), Refetch::Scheduled(_)));
     }
