@@ -83,13 +83,18 @@ impl ListFilter<'_> {
         true
     }
 
+    /// Trims one JSON-RPC document: a message or a batch of them. Returns whether anything was trimmed.
+    pub fn apply_document(&self, doc: &mut Value) -> bool {
+        match doc {
+            Value::Array(items) => items.iter_mut().fold(false, |acc, m| self.apply(m) | acc),
+            single => self.apply(single),
+        }
+    }
+
     /// A whole `application/json` response body (one message or a batch).
     pub fn json_body(&self, body: &[u8]) -> JsonBody {
         let Ok(mut doc) = serde_json::from_slice::<Value>(body) else { return JsonBody::Unreadable };
-        let changed = match &mut doc {
-            Value::Array(items) => items.iter_mut().fold(false, |acc, m| self.apply(m) | acc),
-            single => self.apply(single),
-        };
+        let changed = self.apply_document(&mut doc);
         match serde_json::to_vec(&doc) {
             Ok(bytes) if changed => JsonBody::Trimmed(bytes),
             Ok(_) => JsonBody::Unchanged,
@@ -177,7 +182,7 @@ fn rewrite_event(event: &[u8], filter: &ListFilter, out: &mut Vec<u8>) {
         lines.iter().filter_map(|l| l.strip_prefix("data:").map(|d| d.strip_prefix(' ').unwrap_or(d))).collect();
     if !data.is_empty()
         && let Ok(mut message) = serde_json::from_str::<Value>(&data.join("\n"))
-        && filter.apply(&mut message)
+        && filter.apply_document(&mut message)
     {
         for line in lines.iter().filter(|l| !l.starts_with("data:")) {
             out.extend_from_slice(line.as_bytes());
@@ -272,6 +277,18 @@ mod tests {
             }
             assert_eq!(out, expected, "chunk size {size}");
         }
+    }
+
+    #[test]
+    fn sse_event_carrying_a_batch_is_trimmed_too() {
+        let (p, who) = (policy(), reader());
+        let lists = [(json!(3), ListKind::Tools)];
+        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let stream = format!("event: message\ndata: [{{\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{{}}}},{LIST}]\n\n");
+        let out = String::from_utf8(SseRewriter::default().feed(stream.as_bytes(), true, &f, 1 << 20)).unwrap();
+        let data: Value = serde_json::from_str(out.strip_prefix("event: message\ndata: ").unwrap().trim_end()).unwrap();
+        assert_eq!(data[0], json!({"jsonrpc": "2.0", "id": 8, "result": {}}));
+        assert_eq!(data[1]["result"]["tools"], json!([{"name": "getTasks"}]));
     }
 
     #[test]
