@@ -47,8 +47,31 @@ class ExchangeStack:
         return r, (seen[0] if seen else None)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[ExchangeStack]:
+def exchange_config(listener_port: int, jwks: JwksServer, sts: TokenExchangeServer, connector: ConnectorBackend) -> dict:
+    cfg = filter_config(jwks.port, listener_port)
+    cfg["upstream_credentials"] = {
+        "cache": {"max_entries": 100, "margin_seconds": 30},
+        "targets": {
+            "tasks-api": {"mode": "rfc8693", "cluster": "sts", "authority": f"127.0.0.1:{sts.port}", "path": "/token",
+                          "audience": "tasks-api", "client_id": "mcp-gateway", "client_secret": "demo-secret",
+                          "client_auth": "basic", "timeout_ms": 1000},
+            "reddit": {"mode": "connector", "cluster": "connector", "authority": f"127.0.0.1:{connector.port}",
+                       "provider_id": "reddit", "inject_meta_key": "current_oauth_token", "timeout_ms": 1000},
+            "backend": {"mode": "internal", "signing_key": INTERNAL_KEY, "key_id": "gw-1", "issuer": "mcp-authz",
+                        "audience": "tasks-backend", "ttl_seconds": 60, "jwks_path": INTERNAL_JWKS_PATH},
+        },
+    }
+    cfg["mcp"] = {"rules": [
+        {"method": "tools/call", "name": "getTasks", "scopes": ["read:tasks"], "credential": "tasks-api"},
+        {"method": "tools/call", "name": "get_reddit_user", "scopes": ["read:tasks"], "credential": "reddit"},
+        {"method": "tools/call", "name": "internalTasks", "scopes": ["read:tasks"], "credential": "backend"},
+        {"method": "tools/call", "name": "whoami"},
+    ]}
+    return cfg
+
+
+
+def start_stack(tmp_path_factory, concurrency: int = 1) -> Iterator[ExchangeStack]:
     key = make_key("ES256", kid="exchange-es256")
     with contextlib.ExitStack() as es:
         jwks = es.enter_context(JwksServer([key]))
@@ -56,41 +79,33 @@ def stack(tmp_path_factory) -> Iterator[ExchangeStack]:
         sts = es.enter_context(TokenExchangeServer(subject_issuer=ISSUER, subject_jwks_url=f"http://127.0.0.1:{jwks.port}/jwks.json",
                                                    subject_audiences=[AUDIENCE], token_ttl=300))
         connector = es.enter_context(ConnectorBackend())
-
-        def configure(listener_port: int) -> dict:
-            cfg = filter_config(jwks.port, listener_port)
-            cfg["upstream_credentials"] = {
-                "cache": {"max_entries": 100, "margin_seconds": 30},
-                "targets": {
-                    "tasks-api": {"mode": "rfc8693", "cluster": "sts", "authority": f"127.0.0.1:{sts.port}", "path": "/token",
-                                  "audience": "tasks-api", "client_id": "mcp-gateway", "client_secret": "demo-secret",
-                                  "client_auth": "basic", "timeout_ms": 1000},
-                    "reddit": {"mode": "connector", "cluster": "connector", "authority": f"127.0.0.1:{connector.port}",
-                               "provider_id": "reddit", "inject_meta_key": "current_oauth_token", "timeout_ms": 1000},
-                    "backend": {"mode": "internal", "signing_key": INTERNAL_KEY, "key_id": "gw-1", "issuer": "mcp-authz",
-                                "audience": "tasks-backend", "ttl_seconds": 60, "jwks_path": INTERNAL_JWKS_PATH},
-                },
-            }
-            cfg["mcp"] = {"rules": [
-                {"method": "tools/call", "name": "getTasks", "scopes": ["read:tasks"], "credential": "tasks-api"},
-                {"method": "tools/call", "name": "get_reddit_user", "scopes": ["read:tasks"], "credential": "reddit"},
-                {"method": "tools/call", "name": "internalTasks", "scopes": ["read:tasks"], "credential": "backend"},
-                {"method": "tools/call", "name": "whoami"},
-            ]}
-            return cfg
-
-        envoy = Envoy(tmp_path_factory.mktemp("exchange"), upstream_port=echo.port, jwks_port=jwks.port, filter_cfg=configure,
-                      name="envoy-exchange", extra_clusters={"sts": sts.port, "connector": connector.port})
+        envoy = Envoy(tmp_path_factory.mktemp("exchange"), upstream_port=echo.port, jwks_port=jwks.port,
+                      filter_cfg=lambda port: exchange_config(port, jwks, sts, connector), concurrency=concurrency,
+                      name=f"envoy-exchange-{concurrency}", extra_clusters={"sts": sts.port, "connector": connector.port})
         es.callback(envoy.stop)
         envoy.start()
         yield ExchangeStack(envoy, echo, sts, connector, key, jwks)
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[ExchangeStack]:
+    yield from start_stack(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def stack4(tmp_path_factory) -> Iterator[ExchangeStack]:
+    """Four workers, connections spread evenly over them."""
+    yield from start_stack(tmp_path_factory, concurrency=4)
+
+
 @pytest.fixture(autouse=True)
-def _fresh(stack: ExchangeStack) -> None:
-    for server in (stack.sts, stack.connector):
-        server.reset_counters()
-        server.set_default("ok")
+def _fresh(request) -> None:
+    for name in ("stack", "stack4"):
+        if name in request.fixturenames:
+            stack = request.getfixturevalue(name)
+            for server in (stack.sts, stack.connector):
+                server.reset_counters()
+                server.set_default("ok")
 
 
 def bearer(seen: dict) -> str:
@@ -132,14 +147,49 @@ def test_rfc8693_hundred_calls_one_exchange(stack: ExchangeStack) -> None:
     assert stack.envoy.metric("mcp_authz.exchange.cache_hit") >= 99
 
 
-def test_rfc8693_concurrent_burst_makes_one_exchange(stack: ExchangeStack) -> None:
-    token = stack.token()
+def burst_with_one_exchange(stack: ExchangeStack, token: str, size: int = 16) -> str:
+    """`size` concurrent calls while the first exchange is held in flight; all must get one token."""
     stack.sts.script(("delay", 0.5))  # keep the first exchange in flight while the burst arrives
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda i: stack.call("getTasks", token, id_=i), range(16)))
+    with concurrent.futures.ThreadPoolExecutor(size) as pool:
+        results = list(pool.map(lambda i: stack.call("getTasks", token, id_=i), range(size)))
     assert all(r.status_code == 200 for r, _ in results), [r.text for r, _ in results if r.status_code != 200]
-    assert len({bearer(seen) for _, seen in results}) == 1
+    tokens = {bearer(seen) for _, seen in results}
+    assert len(tokens) == 1
     assert stack.sts.hits_for("/token") == 1
+    return tokens.pop()
+
+
+def test_rfc8693_concurrent_burst_makes_one_exchange(stack: ExchangeStack) -> None:
+    burst_with_one_exchange(stack, stack.token())
+
+
+def test_rfc8693_one_exchange_per_process_across_workers(stack4: ExchangeStack) -> None:
+    """Four workers share exchanged tokens: a burst over 16 connections (4 per worker) makes one callout,
+    and later requests on any worker reuse its token."""
+    token = stack4.token()
+    exchanged = burst_with_one_exchange(stack4, token)
+    for i in range(8):
+        r, seen = stack4.call("getTasks", token, id_=100 + i)
+        assert r.status_code == 200 and bearer(seen) == exchanged
+    assert stack4.sts.hits_for("/token") == 1
+
+
+def test_rfc8693_failed_exchange_on_one_worker_is_not_shared(stack4: ExchangeStack) -> None:
+    """A failure frees the slot instead of being shared: the request whose exchange timed out gets 504,
+    the other workers' requests, which were waiting for it, exchange once more and share that token."""
+    token = stack4.token()
+    stack4.sts.script("hang")  # the first exchange never answers: its 1 s timeout fails it
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: stack4.call("getTasks", token, id_=i), range(4)))
+    finally:
+        stack4.sts.release()
+    assert sorted(r.status_code for r, _ in results) == [200, 200, 200, 504], [r.text for r, _ in results]
+    assert len({bearer(seen) for r, seen in results if r.status_code == 200}) == 1
+    assert stack4.sts.hits_for("/token") == 2
+    r, seen = stack4.call("getTasks", token, id_=9)
+    assert r.status_code == 200, r.text
+    assert stack4.sts.hits_for("/token") == 2
 
 
 def test_rfc8693_other_subjects_exchange_separately(stack: ExchangeStack) -> None:

@@ -216,10 +216,14 @@ class Envoy:
         self.admin_path = self.workdir / f"{name}.admin"
         self.admin: str | None = None  # "127.0.0.1:port"
         self.proc: subprocess.Popen | None = None
-        self.config_path.write_text(
-            json.dumps(bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
-                                 stop_iteration_flag), indent=2)
-        )
+        config = bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
+                           stop_iteration_flag)
+        if concurrency > 1:
+            # Spread connections evenly over the workers, so multi-worker tests really use them all (the
+            # kernel's default may put every test connection on one worker).
+            for listener in config["static_resources"]["listeners"]:
+                listener["connection_balance_config"] = {"exact_balance": {}}
+        self.config_path.write_text(json.dumps(config, indent=2))
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property

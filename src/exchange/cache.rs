@@ -70,14 +70,19 @@ impl ExchangeCache {
         }
     }
 
-    /// Ends the flight for `key`: caches the token (if any) and returns the waiting streams.
-    /// `lifetime_ms` is already capped by the subject token's expiry.
-    pub fn complete(&mut self, key: &Key, token: Option<&str>, now_ms: u64, lifetime_ms: u64) -> Vec<u32> {
-        if let Some(token) = token {
-            let usable = lifetime_ms.saturating_sub(self.margin_ms);
-            if usable > 0 {
-                self.entries.insert(*key, Entry { token: token.to_string(), expires_at_ms: now_ms + usable });
-            }
+    /// Until when a token that lives `lifetime_ms` from `now_ms` may be reused: its lifetime minus the
+    /// safety margin. None if that leaves nothing. `lifetime_ms` is already capped by the subject token's
+    /// expiry.
+    pub fn usable_until(&self, now_ms: u64, lifetime_ms: u64) -> Option<u64> {
+        let usable = lifetime_ms.saturating_sub(self.margin_ms);
+        (usable > 0).then(|| now_ms.saturating_add(usable))
+    }
+
+    /// Ends the flight for `key`: caches the token (if any, with its `usable_until` time) and returns the
+    /// waiting streams.
+    pub fn complete(&mut self, key: &Key, token: Option<(&str, u64)>) -> Vec<u32> {
+        if let Some((token, usable_until_ms)) = token {
+            self.entries.insert(*key, Entry { token: token.to_string(), expires_at_ms: usable_until_ms });
         }
         self.in_flight.remove(key).unwrap_or_default()
     }
@@ -109,7 +114,8 @@ mod tests {
         assert_eq!(c.lookup(&k, 0, 1), Lookup::Lead);
         assert_eq!(c.lookup(&k, 0, 2), Lookup::Follow);
         assert_eq!(c.lookup(&k, 0, 3), Lookup::Follow);
-        assert_eq!(c.complete(&k, Some("new"), 1_000, 300_000), vec![2, 3]);
+        let until = c.usable_until(1_000, 300_000).unwrap();
+        assert_eq!(c.complete(&k, Some(("new", until))), vec![2, 3]);
         assert_eq!(c.lookup(&k, 200_000, 4), Lookup::Hit("new".into()));
         assert_eq!(c.lookup(&k, 271_000, 5), Lookup::Lead, "expired: 300 s minus 30 s margin");
     }
@@ -119,10 +125,10 @@ mod tests {
         let mut c = ExchangeCache::new(10, 30);
         let k = key(&["a"]);
         assert_eq!(c.lookup(&k, 0, 1), Lookup::Lead);
-        assert!(c.complete(&k, None, 0, 0).is_empty());
+        assert!(c.complete(&k, None).is_empty());
         assert_eq!(c.lookup(&k, 0, 1), Lookup::Lead);
-        c.complete(&k, Some("t"), 0, 20_000);
-        assert!(c.is_empty(), "lifetime below the margin");
+        assert_eq!(c.usable_until(0, 20_000), None, "lifetime below the margin");
+        assert_eq!(c.usable_until(0, 30_001), Some(1));
     }
 
     #[test]
@@ -131,7 +137,7 @@ mod tests {
         for i in 0..5u32 {
             let k = key(&[&i.to_string()]);
             c.lookup(&k, 0, i);
-            c.complete(&k, Some("t"), 0, 1_000);
+            c.complete(&k, Some(("t", 1_000)));
         }
         assert_eq!(c.len(), 2);
     }

@@ -11,6 +11,7 @@ pub mod connector;
 pub mod internal;
 pub mod plan;
 pub mod rfc8693;
+pub mod shared;
 
 use serde_json::{Value, json};
 use std::fmt;

@@ -1,6 +1,8 @@
 //! Obtaining the upstream credential for a request that has been authorized: a cached token, a minted
-//! internal token, or a callout (one per key at a time: later requests for the same key follow it).
-//! Then `Authorization` (and, where configured, the body) is rewritten and the request resumes.
+//! internal token, or a callout (one per key at a time: later requests for the same key follow it — on
+//! this worker through the worker's cache, on other workers through the process-wide slots of
+//! `exchange::shared`). Then `Authorization` (and, where configured, the body) is rewritten and the
+//! request resumes.
 
 use super::stream::{self, StreamState};
 use super::worker::Worker;
@@ -8,12 +10,13 @@ use super::{fingerprint, now_ms};
 use crate::authn::Denial;
 use crate::exchange::cache::{Key, Lookup};
 use crate::exchange::plan::{self, Step};
-use crate::exchange::{self, ExchangeError, Issued, Mode, connector, rfc8693};
+use crate::exchange::shared::{self, Found, Slot};
+use crate::exchange::{self, Callout, ExchangeError, Issued, Mode, connector, rfc8693};
 use crate::mcp::inspect::AllowedCall;
 use crate::reply::LocalReply;
 use log::{info, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, BufferType, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType, Status};
 use serde_json::Value;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -32,7 +35,40 @@ pub struct Pending {
     pub body: Option<Vec<u8>>,
     /// The callout this stream leads, if it leads one.
     pub callout: Option<u32>,
+    /// The process-wide key (`exchange::shared`) this stream leases or waits for.
+    pub shared: Option<Key>,
+    /// This stream holds the lease on `shared` (so it frees it if its exchange fails).
+    pub leased: bool,
+    /// Waiting for another worker's callout (polled from the root's tick).
+    pub waits_remote: bool,
     pub started_ms: u64,
+}
+
+/// A stream whose key another worker is exchanging: it leads this worker's followers for the key, and
+/// calls out itself if the other worker's lease ends without a token.
+pub struct RemoteWait {
+    pub context_id: u32,
+    pub stream: Weak<RefCell<StreamState>>,
+    pub callout: Callout,
+    /// Until when the other worker's lease holds.
+    pub lease_until_ms: u64,
+    /// After this the request is answered 504, whatever the slot says.
+    pub deadline_ms: u64,
+}
+
+/// What the process-wide slot says about a key this worker is about to exchange.
+enum Claim {
+    Token {
+        token: String,
+        usable_until_ms: u64,
+    },
+    Wait {
+        until_ms: u64,
+    },
+    /// Call out (holding the lease, or without one when the slot could not be taken).
+    Lead {
+        leased: bool,
+    },
 }
 
 /// A request following another's callout for the same key.
@@ -71,7 +107,17 @@ pub fn obtain(
     let target = &config.credentials.targets[plan.target];
     let now = now_ms();
     let lookup = worker.exchange_cache.borrow_mut().lookup(&plan.key, now, context_id);
-    let mut pending = Pending { target: plan.target, key: plan.key, id: plan.id, body, callout: None, started_ms: now };
+    let mut pending = Pending {
+        target: plan.target,
+        key: plan.key,
+        id: plan.id,
+        body,
+        callout: None,
+        shared: None,
+        leased: false,
+        waits_remote: false,
+        started_ms: now,
+    };
     match lookup {
         Lookup::Hit(upstream_token) => {
             worker.metrics.exchange_cache_hit.inc();
@@ -83,53 +129,125 @@ pub fn obtain(
             worker.exchange_followers.borrow_mut().push(Follower {
                 context_id,
                 stream: Rc::downgrade(state),
-                deadline_ms: now + target.timeout_ms + 1_000,
+                // Long enough for a leader that waits on another worker and then calls out itself.
+                deadline_ms: now + 2 * (target.timeout_ms + 1_000),
             });
             state.borrow_mut().exchange = Some(pending);
             Action::Pause
         }
-        Lookup::Lead => {
-            worker.metrics.exchange_cache_miss.inc();
-            match plan.step {
-                Step::Mint => {
-                    let Mode::Internal(settings) = &target.mode else { return Action::Pause };
-                    let jti = fingerprint(&format!("{token}|{now}|{context_id}"));
-                    let issued = settings.mint(&principal, (now / 1000) as i64, &jti);
-                    state.borrow_mut().exchange = Some(pending);
-                    settle_flight(worker, state, Ok(issued), held);
-                    Action::Continue
-                }
-                Step::Callout(callout) => {
-                    let headers: Vec<(&str, &str)> =
-                        callout.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                    let timeout = Duration::from_millis(callout.timeout_ms);
-                    match hostcalls::dispatch_http_call(&callout.cluster, headers, Some(&callout.body), vec![], timeout)
-                    {
-                        Ok(token_id) => {
-                            // Registered with the worker: when this runs from the root context (a request
-                            // that waited for keys), the SDK delivers the answer to the root, not to us.
-                            worker.exchange_callouts.borrow_mut().insert(token_id, (context_id, Rc::downgrade(state)));
-                            pending.callout = Some(token_id);
+        Lookup::Lead => match plan.step {
+            Step::Mint => {
+                worker.metrics.exchange_cache_miss.inc();
+                let Mode::Internal(settings) = &target.mode else { return Action::Pause };
+                let jti = fingerprint(&format!("{token}|{now}|{context_id}"));
+                let issued = settings.mint(&principal, (now / 1000) as i64, &jti);
+                state.borrow_mut().exchange = Some(pending);
+                settle_flight(worker, state, Ok(issued), held);
+                Action::Continue
+            }
+            Step::Callout(callout) => {
+                if worker.exchange_slots > 0 {
+                    let key = shared::shared_key(&pending.key, &callout);
+                    pending.shared = Some(key);
+                    match claim(worker, &key, now, now + callout.timeout_ms + 1_000) {
+                        Claim::Token { token, usable_until_ms } => {
+                            worker.metrics.exchange_cache_hit.inc();
                             state.borrow_mut().exchange = Some(pending);
-                            Action::Pause
+                            settle_shared(worker, state, &token, usable_until_ms, held);
+                            return Action::Continue;
                         }
-                        Err(status) => {
-                            warn!(
-                                "token exchange callout to cluster {:?} refused ({status:?}); is the cluster defined?",
-                                callout.cluster
-                            );
+                        Claim::Wait { until_ms } => {
+                            worker.metrics.exchange_cache_miss.inc();
+                            pending.waits_remote = true;
                             state.borrow_mut().exchange = Some(pending);
-                            let e = ExchangeError::new(
-                                502,
-                                "api_error",
-                                "Token exchange failed",
-                                "the exchange cluster is not available",
-                            );
-                            settle_flight(worker, state, Err(e), held);
-                            Action::Pause
+                            worker.remote_waits.borrow_mut().push(RemoteWait {
+                                context_id,
+                                stream: Rc::downgrade(state),
+                                deadline_ms: now + 2 * (callout.timeout_ms + 1_000),
+                                callout,
+                                lease_until_ms: until_ms,
+                            });
+                            return Action::Pause;
                         }
+                        Claim::Lead { leased } => pending.leased = leased,
                     }
                 }
+                worker.metrics.exchange_cache_miss.inc();
+                dispatch(worker, context_id, state, pending, &callout, held)
+            }
+        },
+    }
+}
+
+/// Makes the exchange callout for the stream whose context is effective; its answer settles the flight.
+fn dispatch(
+    worker: &Rc<Worker>,
+    context_id: u32,
+    state: &Rc<RefCell<StreamState>>,
+    mut pending: Pending,
+    callout: &Callout,
+    held: bool,
+) -> Action {
+    let headers: Vec<(&str, &str)> = callout.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let timeout = Duration::from_millis(callout.timeout_ms);
+    match hostcalls::dispatch_http_call(&callout.cluster, headers, Some(&callout.body), vec![], timeout) {
+        Ok(token_id) => {
+            // Registered with the worker: when this runs from the root context (a request that waited
+            // for keys, or for another worker's exchange), the SDK delivers the answer to the root.
+            worker.exchange_callouts.borrow_mut().insert(token_id, (context_id, Rc::downgrade(state)));
+            pending.callout = Some(token_id);
+            state.borrow_mut().exchange = Some(pending);
+            Action::Pause
+        }
+        Err(status) => {
+            warn!(
+                "token exchange callout to cluster {:?} refused ({status:?}); is the cluster defined?",
+                callout.cluster
+            );
+            state.borrow_mut().exchange = Some(pending);
+            let e =
+                ExchangeError::new(502, "api_error", "Token exchange failed", "the exchange cluster is not available");
+            settle_flight(worker, state, Err(e), held);
+            Action::Pause
+        }
+    }
+}
+
+/// Reads the process-wide slot for `key`; takes its lease (compare-and-swap) when it is free.
+fn claim(worker: &Worker, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
+    let (name, hex) = (shared::slot_name(key, worker.exchange_slots), shared::key_hex(key));
+    for _ in 0..2 {
+        let (slot, cas) = match hostcalls::get_shared_data(&name) {
+            Ok((bytes, cas)) => (Slot::decode(bytes.as_deref()), cas),
+            Err(_) => return Claim::Lead { leased: false },
+        };
+        match slot.find(&hex, now) {
+            Found::Token { token, usable_until_ms } => return Claim::Token { token, usable_until_ms },
+            Found::Leased { until_ms } => return Claim::Wait { until_ms },
+            Found::Free => {
+                match hostcalls::set_shared_data(&name, Some(&Slot::leased(&hex, lease_until_ms).encode()), cas) {
+                    Err(Status::CasMismatch) => continue, // another worker wrote first: read again
+                    result => return Claim::Lead { leased: result.is_ok() },
+                }
+            }
+        }
+    }
+    Claim::Lead { leased: false }
+}
+
+/// Publishes the outcome of this worker's exchange for `key`: the token for every worker, or (failure)
+/// frees the lease so that a worker waiting on it calls out itself. Failures are never shared.
+fn publish(worker: &Worker, key: &Key, token: Option<(&str, u64)>) {
+    let (name, hex) = (shared::slot_name(key, worker.exchange_slots), shared::key_hex(key));
+    match token {
+        Some((token, usable_until_ms)) => {
+            let _ = hostcalls::set_shared_data(&name, Some(&Slot::filled(&hex, token, usable_until_ms).encode()), None);
+        }
+        None => {
+            if let Ok((bytes, cas)) = hostcalls::get_shared_data(&name)
+                && Slot::decode(bytes.as_deref()).is_lease_of(&hex)
+            {
+                let _ = hostcalls::set_shared_data(&name, Some(&Slot::default().encode()), cas);
             }
         }
     }
@@ -183,8 +301,8 @@ fn on_response(
     settle_flight(worker, state, result, true);
 }
 
-/// Ends the flight of the stream whose context is effective: caches the result, answers this stream,
-/// then every follower (each under its own context).
+/// Ends the flight of the stream whose context is effective: caches the result (here and for every
+/// worker), answers this stream, then every follower (each under its own context).
 fn settle_flight(
     worker: &Rc<Worker>,
     state: &Rc<RefCell<StreamState>>,
@@ -195,21 +313,40 @@ fn settle_flight(
     let now = now_ms();
     let principal_exp_ms =
         state.borrow().principal.as_ref().and_then(|p| p.expires_at).map(|e| (e.max(0) as u64) * 1000);
-    let lifetime_ms = match &result {
+    let usable_until = match &result {
         // Never reuse an exchanged token beyond the subject token's own expiry.
         Ok(issued) => {
             let own = issued.lifetime_seconds.unwrap_or(0) * 1000;
-            principal_exp_ms.map_or(own, |exp| own.min(exp.saturating_sub(now)))
+            let lifetime_ms = principal_exp_ms.map_or(own, |exp| own.min(exp.saturating_sub(now)));
+            worker.exchange_cache.borrow().usable_until(now, lifetime_ms).map(|until| (issued.token.as_str(), until))
         }
-        Err(_) => 0,
+        Err(_) => None,
     };
-    let token = result.as_ref().ok().map(|i| i.token.as_str());
-    let followers = worker.exchange_cache.borrow_mut().complete(&pending.key, token, now, lifetime_ms);
+    let followers = worker.exchange_cache.borrow_mut().complete(&pending.key, usable_until);
+    if let Some(key) = &pending.shared
+        && (pending.leased || usable_until.is_some())
+    {
+        publish(worker, key, usable_until);
+    }
     match &result {
         Ok(_) => worker.metrics.exchange_ok.inc(),
         Err(e) => worker.metrics.count_exchange_failure(e.error),
     }
     conclude(worker, state, &pending, &result, held);
+    answer_followers(worker, &followers, &result);
+}
+
+/// Ends the flight of the stream whose context is effective with a token another worker obtained.
+fn settle_shared(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token: &str, usable_until_ms: u64, held: bool) {
+    let Some(pending) = state.borrow_mut().exchange.take() else { return };
+    let followers = worker.exchange_cache.borrow_mut().complete(&pending.key, Some((token, usable_until_ms)));
+    let result = Ok(Issued { token: token.to_string(), lifetime_seconds: None });
+    conclude(worker, state, &pending, &result, held);
+    answer_followers(worker, &followers, &result);
+}
+
+/// Answers this worker's followers of a key (context ids from the cache) with the flight's result.
+fn answer_followers(worker: &Rc<Worker>, followers: &[u32], result: &Result<Issued, ExchangeError>) {
     let mut waiting = std::mem::take(&mut *worker.exchange_followers.borrow_mut());
     let (mine, others): (Vec<Follower>, Vec<Follower>) =
         waiting.drain(..).partition(|f| followers.contains(&f.context_id));
@@ -220,7 +357,7 @@ fn settle_flight(
             continue;
         }
         let Some(fpending) = fstate.borrow_mut().exchange.take() else { continue };
-        conclude(worker, &fstate, &fpending, &result, true);
+        conclude(worker, &fstate, &fpending, result, true);
     }
 }
 
@@ -278,14 +415,19 @@ fn fail(worker: &Worker, state: &RefCell<StreamState>, e: &ExchangeError, id: &V
     stream::deny(worker, state, &Denial { reason: "exchange_failed", reply }, None);
 }
 
-/// A stream is going away: if it led a callout, its followers must not wait for an answer that will
-/// not come. They are answered on the next tick.
+/// A stream is going away: if it led a callout (or waited on another worker's for this worker), its
+/// followers must not wait for an answer that will not come. They are answered on the next tick.
 pub fn abandon(worker: &Worker, state: &RefCell<StreamState>) {
     let Ok(mut s) = state.try_borrow_mut() else { return };
     let Some(pending) = s.exchange.take() else { return };
-    if let Some(token_id) = pending.callout {
-        worker.exchange_callouts.borrow_mut().remove(&token_id);
-        let orphans = worker.exchange_cache.borrow_mut().complete(&pending.key, None, 0, 0);
+    if pending.callout.is_some() || pending.waits_remote {
+        if let Some(token_id) = pending.callout {
+            worker.exchange_callouts.borrow_mut().remove(&token_id);
+            if let Some(key) = pending.shared.as_ref().filter(|_| pending.leased) {
+                publish(worker, key, None);
+            }
+        }
+        let orphans = worker.exchange_cache.borrow_mut().complete(&pending.key, None);
         let mut followers = worker.exchange_followers.borrow_mut();
         for f in followers.iter_mut().filter(|f| orphans.contains(&f.context_id)) {
             f.deadline_ms = 0;
@@ -293,6 +435,50 @@ pub fn abandon(worker: &Worker, state: &RefCell<StreamState>) {
     } else {
         worker.exchange_cache.borrow_mut().forget(s.context_id);
     }
+}
+
+/// From the root's tick: settles the streams waiting on another worker's exchange — with its token, or
+/// by calling out themselves when its lease ended without one.
+pub fn poll_remote_waits(worker: &Rc<Worker>, now: u64) {
+    let waits = std::mem::take(&mut *worker.remote_waits.borrow_mut());
+    let mut kept = Vec::with_capacity(waits.len());
+    for mut wait in waits {
+        let Some(state) = wait.stream.upgrade() else { continue };
+        let key = match &state.borrow().exchange {
+            Some(Pending { waits_remote: true, shared: Some(key), .. }) => *key,
+            _ => continue,
+        };
+        if now < wait.lease_until_ms && now < wait.deadline_ms {
+            kept.push(wait); // cheap: the slot is only read once the lease could have ended
+            continue;
+        }
+        if hostcalls::set_effective_context(wait.context_id).is_err() {
+            continue;
+        }
+        match claim(worker, &key, now, now + wait.callout.timeout_ms + 1_000) {
+            Claim::Token { token, usable_until_ms } => settle_shared(worker, &state, &token, usable_until_ms, true),
+            Claim::Wait { until_ms } if now < wait.deadline_ms => {
+                wait.lease_until_ms = until_ms.min(wait.deadline_ms);
+                kept.push(wait);
+            }
+            Claim::Wait { .. } => {
+                let e = ExchangeError::new(
+                    504,
+                    "api_error",
+                    "Token exchange timed out",
+                    "the exchange in progress did not complete",
+                );
+                settle_flight(worker, &state, Err(e), true);
+            }
+            Claim::Lead { leased } => {
+                let Some(mut pending) = state.borrow_mut().exchange.take() else { continue };
+                pending.waits_remote = false;
+                pending.leased = leased;
+                dispatch(worker, wait.context_id, &state, pending, &wait.callout, true);
+            }
+        }
+    }
+    worker.remote_waits.borrow_mut().extend(kept);
 }
 
 /// From the root's tick: answers followers whose wait is over (leader gone, or past the timeout).

@@ -181,6 +181,7 @@ impl Root {
         worker.waiters.borrow_mut().extend(still_waiting);
         self.expire_body_waits(worker, now);
         super::credentials::expire_followers(worker, now);
+        super::credentials::poll_remote_waits(worker, now);
     }
 
     /// Answers 408 for MCP POSTs whose body did not arrive in time. If every POST ends like this, Envoy

@@ -27,6 +27,10 @@ pub struct Worker {
     pub exchange_followers: RefCell<Vec<super::credentials::Follower>>,
     /// Exchange callouts in flight: token id → the stream that leads it.
     pub exchange_callouts: RefCell<std::collections::HashMap<u32, CalloutOwner>>,
+    /// Process-wide exchange slots (`exchange::shared`); 0 when the exchange cache is off.
+    pub exchange_slots: usize,
+    /// Streams waiting for another worker's exchange.
+    pub remote_waits: RefCell<Vec<super::credentials::RemoteWait>>,
 }
 
 /// The stream (context id and state) that leads an exchange callout.
@@ -86,6 +90,7 @@ impl Worker {
             config.credentials.cache_max_entries,
             config.credentials.cache_margin_seconds,
         );
+        let config_slots = config.credentials.cache_max_entries.min(crate::exchange::shared::MAX_SLOTS);
         Worker {
             authn: RefCell::new(Authenticator::new(config.clone())),
             config,
@@ -96,6 +101,8 @@ impl Worker {
             exchange_cache: RefCell::new(exchange_cache),
             exchange_followers: RefCell::new(Vec::new()),
             exchange_callouts: RefCell::new(std::collections::HashMap::new()),
+            exchange_slots: config_slots,
+            remote_waits: RefCell::new(Vec::new()),
         }
     }
 
