@@ -284,7 +284,7 @@ def test_hot_reload_applies_new_rules_and_in_flight_requests_finish_under_the_ol
         envoy = Envoy(tmp_path, upstream_port=echo.port, jwks_port=jwks.port, concurrency=2, ecds=True,
                       filter_json=lambda lp: _rules_cfg(jwks.port, lp, "read:tasks"))
         with envoy, concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pid, jwks_hits = envoy.proc.pid, None
+            pid = envoy.proc.pid
             assert post_call(envoy, reader, "before").status_code == 200
             jwks_hits = jwks.hits
 

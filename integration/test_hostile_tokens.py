@@ -89,11 +89,6 @@ def baseline(stack, keys):
 # ---- building blocks ----------------------------------------------------------------------------------
 
 
-def header_of(token: str) -> dict:
-    head = token.split(".")[0]
-    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-
-
 def resign(key, header: dict | None = None, payload: dict | None = None, alg: str | None = None) -> str:
     """A token with this header and these claims, correctly signed by `key`."""
     hdr = {"alg": alg or key.alg, "typ": "JWT", "kid": key.kid} if header is None else header
