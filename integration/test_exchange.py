@@ -39,10 +39,13 @@ class ExchangeStack:
         params: dict = {"name": tool, "arguments": {}}
         if meta is not None:
             params["_meta"] = meta
+        return self.post(json.dumps({"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params}), token)
+
+    def post(self, body: str, token: str) -> tuple[httpx.Response, dict | None]:
+        """POSTs a JSON-RPC body as written; returns the response and what the upstream received."""
         marker = f"t{time.monotonic_ns()}"
-        r = httpx.post(f"{self.envoy.url}/mcp", timeout=20,
-                       json={"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params},
-                       headers={"authorization": f"Bearer {token}", "x-test-id": marker})
+        r = httpx.post(f"{self.envoy.url}/mcp", timeout=20, content=body.encode(), headers={
+            "authorization": f"Bearer {token}", "x-test-id": marker, "content-type": "application/json"})
         seen = self.echo.seen(marker)
         return r, (seen[0] if seen else None)
 
@@ -264,6 +267,41 @@ def test_connector_user_id_spoofing_is_refused(stack: ExchangeStack) -> None:
     assert r.status_code == 403
     assert error_data(r)["error"] == "user_mismatch"
     assert seen is None and stack.connector.hits == 0
+
+
+@pytest.mark.parametrize("meta_text, status, error", [
+    # Another spelling of the verified subject is another user.
+    ('{"userId":"Alice","userToken":"%s","providerId":"reddit"}', 403, "user_mismatch"),
+    ('{"userId":"alice ","userToken":"%s","providerId":"reddit"}', 403, "user_mismatch"),
+    ('{"userId":"alice\\u0000","userToken":"%s","providerId":"reddit"}', 403, "user_mismatch"),
+    ('{"userId":["alice"],"userToken":"%s","providerId":"reddit"}', 400, "invalid_parameter"),
+    # Two userIds (one the caller's): parsers disagree on which one counts, so the body is refused.
+    ('{"userId":"mallory","userId":"alice","userToken":"%s","providerId":"reddit"}', 400, None),
+    ('{"userId":"alice","u\\u0073erId":"mallory","userToken":"%s","providerId":"reddit"}', 400, None),
+    ('{"userId":"alice","userToken":"%s","providerId":"reddit","providerId":"github"}', 400, None),
+])
+def test_connector_meta_spoofing_is_refused(stack: ExchangeStack, meta_text: str, status: int, error) -> None:
+    temp = stack.connector.issue_temp_token("alice", "reddit")
+    body = '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_reddit_user","_meta":%s}}' % (
+        meta_text % temp)
+    r, seen = stack.post(body, stack.token(sub="alice"))
+    assert r.status_code == status, r.text
+    if error is None:
+        assert r.json()["error"]["code"] == -32700  # duplicate keys: a parse error before any exchange
+    else:
+        assert error_data(r)["error"] == error
+    assert seen is None and stack.connector.hits == 0
+    assert temp not in r.text
+
+
+def test_connector_escaped_user_id_is_the_same_user(stack: ExchangeStack) -> None:
+    """Control: JSON escapes are decoded before comparing, so alice spelled with an escaped `a` is alice."""
+    temp = stack.connector.issue_temp_token("alice", "reddit")
+    body = ('{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_reddit_user","_meta":'
+            '{"userId":"\\u0061lice","userToken":"%s","providerId":"reddit"}}}' % temp)
+    r, seen = stack.post(body, stack.token(sub="alice"))
+    assert r.status_code == 200, r.text
+    assert bearer(seen) == stack.connector.provider_token("alice", "reddit")
 
 
 @pytest.mark.parametrize("meta, status, error, details", [

@@ -325,9 +325,9 @@ def test_escaped_method_is_authorized_as_what_it_means(mcp: McpStack) -> None:
 def test_method_in_another_case_is_not_a_bypass(mcp: McpStack) -> None:
     r = mcp.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "TOOLS/CALL", "params": {"name": "createTask"}}),
                  mcp.token("read:tasks"))
-    # Not an MCP method: allowed by `unlisted_methods`, and the server refuses it as unknown.
-    assert r.status_code in (200, 400, 404)
-    assert ("tools/call", "createTask") not in mcp.upstream_methods()
+    # Refused by the filter: a case-insensitive server would otherwise run it as tools/call, unchecked.
+    assert (r.status_code, r.json()["error"]["code"], r.json()["id"]) == (400, -32601, 1)
+    assert mcp.upstream_methods() == []
 
 
 def test_mirror_headers_must_match_the_body(mcp: McpStack) -> None:

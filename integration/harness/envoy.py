@@ -115,26 +115,47 @@ def _static_cluster(name: str, port: int) -> dict:
     }
 
 
-def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_json: str, wasm: Path,
-              extra_clusters: dict[str, int] | None = None, stop_iteration_flag: bool = True) -> dict:
-    """A complete Envoy bootstrap: listener -> wasm filter -> router -> mcp_upstream; idp_jwks cluster."""
-    wasm_filter = {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "mcp_authz",
-                "root_id": "mcp_authz",
-                "allow_on_headers_stop_iteration": stop_iteration_flag,
-                "vm_config": {
-                    "vm_id": "mcp_authz",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(wasm)}},
-                },
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json},
+WASM_TYPE_URL = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+
+
+def wasm_filter_config(filter_json: str, wasm: Path, stop_iteration_flag: bool = True) -> dict:
+    """The Wasm filter's typed config (`envoy.extensions.filters.http.wasm.v3.Wasm`) carrying `filter_json`."""
+    return {
+        "@type": WASM_TYPE_URL,
+        "config": {
+            "name": "mcp_authz",
+            "root_id": "mcp_authz",
+            "allow_on_headers_stop_iteration": stop_iteration_flag,
+            "vm_config": {
+                "vm_id": "mcp_authz",
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": str(wasm)}},
             },
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json},
         },
     }
+
+
+def ecds_document(filter_json: str, wasm: Path) -> dict:
+    """A filesystem ECDS answer (a DiscoveryResponse) with the filter config named `mcp_authz`."""
+    return {"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                           "name": "mcp_authz", "typed_config": wasm_filter_config(filter_json, wasm)}]}
+
+
+def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_json: str, wasm: Path,
+              extra_clusters: dict[str, int] | None = None, stop_iteration_flag: bool = True,
+              ecds_file: Path | None = None) -> dict:
+    """A complete Envoy bootstrap: listener -> wasm filter -> router -> mcp_upstream; idp_jwks cluster.
+    With `ecds_file`, the Wasm filter's config is not inline but discovered from that file (ECDS, as
+    Istio delivers it), which Envoy watches: replacing the file reconfigures the filter without restart."""
+    wasm_filter: dict = {"name": "envoy.filters.http.wasm",
+                         "typed_config": wasm_filter_config(filter_json, wasm, stop_iteration_flag)}
+    if ecds_file is not None:
+        wasm_filter = {"name": "mcp_authz", "config_discovery": {
+            "config_source": {"path_config_source": {"path": str(ecds_file),
+                                                     "watched_directory": {"path": str(ecds_file.parent)}},
+                              "initial_fetch_timeout": "0s"},
+            "type_urls": [WASM_TYPE_URL]}}
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
@@ -154,7 +175,7 @@ def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_jso
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     }
-    return {
+    config = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [
@@ -168,6 +189,9 @@ def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_jso
             + [_static_cluster(name, port) for name, port in (extra_clusters or {}).items()],
         },
     }
+    if ecds_file is not None:
+        config["node"] = {"id": "mcp-authz-test", "cluster": "mcp-authz-test"}  # xDS needs a node identity
+    return config
 
 
 class EnvoyExited(RuntimeError):
@@ -192,6 +216,7 @@ class Envoy:
         name: str = "envoy",
         extra_clusters: dict[str, int] | None = None,
         stop_iteration_flag: bool = True,
+        ecds: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -216,14 +241,26 @@ class Envoy:
         self.admin_path = self.workdir / f"{name}.admin"
         self.admin: str | None = None  # "127.0.0.1:port"
         self.proc: subprocess.Popen | None = None
+        # ECDS: the filter config lives in its own watched directory, replaced by `replace_filter_json`.
+        self.ecds_path = self.workdir / f"{name}-ecds" / "filter.json" if ecds else None
+        if self.ecds_path is not None:
+            self.ecds_path.parent.mkdir(exist_ok=True)
+            self.replace_filter_json(filter_json)
         config = bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
-                           stop_iteration_flag)
+                           stop_iteration_flag, self.ecds_path)
         if concurrency > 1:
             # Spread connections evenly over the workers, so multi-worker tests really use them all (the
             # kernel's default may put every test connection on one worker).
             for listener in config["static_resources"]["listeners"]:
                 listener["connection_balance_config"] = {"exact_balance": {}}
         self.config_path.write_text(json.dumps(config, indent=2))
+
+    def replace_filter_json(self, filter_json: str) -> None:
+        """ECDS only: swaps the filter's config file by an atomic rename, which Envoy picks up at once."""
+        assert self.ecds_path is not None, "Envoy(ecds=True) is needed to replace the filter config"
+        tmp = self.ecds_path.with_name(f".{self.ecds_path.name}.tmp")
+        tmp.write_text(json.dumps(ecds_document(filter_json, wasm_path()), indent=2))
+        os.rename(tmp, self.ecds_path)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property

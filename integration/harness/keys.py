@@ -68,12 +68,29 @@ def raw_token(header: dict, payload: dict, signature: bytes = b"") -> str:
     return f"{b64url_json(header)}.{b64url_json(payload)}.{b64url(signature)}"
 
 
+_HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def hmac_token(secret: bytes, alg: str = "HS256", kid: str | None = None, **claim_overrides: Any) -> str:
+    """A token MAC'ed with `secret` (HS256/384/512): with a public key's bytes as the secret, the
+    algorithm-confusion attack on verifiers that let the token's `alg` pick how a key is used."""
+    header = {"alg": alg, "typ": "JWT"} | ({"kid": kid} if kid else {})
+    signing_input = f"{b64url_json(header)}.{b64url_json(claims(**claim_overrides))}"
+    mac = hmac.new(secret, signing_input.encode(), _HMAC_HASHES[alg]).digest()
+    return f"{signing_input}.{b64url(mac)}"
+
+
 def hs256_with_public_key(key: SigningKey, **claim_overrides: Any) -> str:
     """The classic algorithm-confusion attack: HS256 'signed' with the RSA public key's PEM as secret."""
-    header = {"alg": "HS256", "typ": "JWT", "kid": key.kid}
-    signing_input = f"{b64url_json(header)}.{b64url_json(claims(**claim_overrides))}"
-    mac = hmac.new(key.public_pem(), signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(mac)}"
+    return hmac_token(key.public_pem(), "HS256", key.kid, **claim_overrides)
+
+
+def sign_raw(key: SigningKey, header_text: str, payload_text: str, alg: str | None = None) -> str:
+    """A correctly signed token over exactly these JSON texts (duplicate keys, odd types and escapes
+    survive), so that a refusal can only come from the content, never from the signature."""
+    signing_input = f"{b64url(header_text.encode())}.{b64url(payload_text.encode())}"
+    signature = jwt.get_algorithm_by_name(alg or key.alg).sign(signing_input.encode(), key.private)
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def tamper_signature(token: str) -> str:

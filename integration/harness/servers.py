@@ -23,8 +23,8 @@ class _Server(ThreadingHTTPServer):
 class _BackgroundServer:
     handler_class: type[BaseHTTPRequestHandler]
 
-    def __init__(self) -> None:
-        self._httpd = _Server(("127.0.0.1", 0), self.handler_class)
+    def __init__(self, port: int = 0) -> None:
+        self._httpd = _Server(("127.0.0.1", port), self.handler_class)
         self._httpd.owner = self  # type: ignore[attr-defined]
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -61,6 +61,7 @@ class _BackgroundServer:
 #   "html"   200 text/html garbage                 "empty" 200 {"keys": []}
 #   "hang"   hold the response until release() (or MAX_HANG_SECONDS), then answer "ok"
 #   ("delay", seconds)  wait that long, then answer "ok"
+#   ("huge", nbytes)    200 application/json of nbytes: the key set padded with a long string member
 Behaviour = Any
 
 
@@ -92,8 +93,29 @@ class _JwksHandler(BaseHTTPRequestHandler):
             self._send(200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html")
         elif behaviour == "empty":
             self._send(200, b'{"keys":[]}', "application/json")
+        elif isinstance(behaviour, tuple) and behaviour[0] == "huge":
+            self._send_huge(body, int(behaviour[1]))
         else:
             raise ValueError(f"unknown JWKS behaviour {behaviour!r}")
+
+    def _send_huge(self, keys_json: bytes, size: int) -> None:
+        """A valid JWKS document of `size` bytes, written in 1 MiB pieces (never held in memory whole)."""
+        head, tail = keys_json[:-1] + b',"padding":"', b'"}'
+        padding = max(0, size - len(head) - len(tail))
+        piece = b"x" * (1 << 20)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(head) + padding + len(tail)))
+            self.end_headers()
+            self.wfile.write(head)
+            while padding > 0:
+                n = min(padding, len(piece))
+                self.wfile.write(piece[:n])
+                padding -= n
+            self.wfile.write(tail)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # Envoy stopped reading: expected when the answer is over its limit
 
     def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
         try:
@@ -117,8 +139,8 @@ class JwksServer(_BackgroundServer):
 
     handler_class = _JwksHandler
 
-    def __init__(self, keys: list[SigningKey] | None = None, path: str = "/jwks.json") -> None:
-        super().__init__()
+    def __init__(self, keys: list[SigningKey] | None = None, path: str = "/jwks.json", port: int = 0) -> None:
+        super().__init__(port)
         self.path = path
         self._lock = threading.Condition()
         self._keys: list[SigningKey] = list(keys or [])
@@ -216,6 +238,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
             "body": body.decode("utf-8", errors="replace"),
         }
         server._record(record)
+        server._hold(headers.get("x-test-id"))
         out = json.dumps(record).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -227,18 +250,52 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 
 class EchoServer(_BackgroundServer):
-    """Answers every request 200 with JSON {method, path, headers (lower-cased), body}; records them."""
+    """Answers every request 200 with JSON {method, path, headers (lower-cased), body}; records them.
+
+    `hold(test_id)` makes requests carrying that `x-test-id` wait, after being recorded, until
+    `release(test_id)` (or MAX_HANG_SECONDS): a request kept in flight without sleeping.
+    """
 
     handler_class = _EchoHandler
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self._lock = threading.Condition()
         self._requests: list[dict] = []
+        self._held: dict[str, threading.Event] = {}
 
     def _record(self, record: dict) -> None:
         with self._lock:
             self._requests.append(record)
+            self._lock.notify_all()
+
+    def _hold(self, test_id: str | None) -> None:
+        with self._lock:
+            gate = self._held.get(test_id) if test_id else None
+        if gate is not None:
+            gate.wait(MAX_HANG_SECONDS)
+
+    def hold(self, test_id: str) -> None:
+        with self._lock:
+            self._held[test_id] = threading.Event()
+
+    def release(self, test_id: str) -> None:
+        with self._lock:
+            gate = self._held.pop(test_id, None)
+        if gate is not None:
+            gate.set()
+
+    def wait_for(self, test_id: str, timeout: float) -> bool:
+        """Block until a request with this `x-test-id` has arrived (bounded)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: any(r["headers"].get("x-test-id") == test_id for r in self._requests),
+                                       timeout=timeout)
+
+    def _before_stop(self) -> None:
+        with self._lock:
+            gates, self._held = list(self._held.values()), {}
+        for gate in gates:
+            gate.set()
 
     @property
     def requests(self) -> list[dict]:

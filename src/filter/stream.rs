@@ -330,7 +330,15 @@ pub fn authenticate(
     held: bool,
 ) -> Action {
     let now = now_ms();
-    let verdict = worker.authn.borrow_mut().authenticate(token, (now / 1000) as i64);
+    let mut verdict = worker.authn.borrow_mut().authenticate(token, (now / 1000) as i64);
+    if let Verdict::UnknownKey { provider } | Verdict::KeysNotLoaded { provider } = verdict
+        && worker.sync_now(provider)
+    {
+        // Another VM had already loaded a newer key set (after a rotation) that this worker would only
+        // pick up on its next tick: use it now instead of holding the request or asking for an early
+        // fetch that would spend the unknown-kid refetch budget for nothing.
+        verdict = worker.authn.borrow_mut().authenticate(token, (now / 1000) as i64);
+    }
     match &verdict {
         Verdict::Verified { cached: true, .. } => worker.metrics.jwt_cache_hit.inc(),
         Verdict::Verified { cached: false, .. } | Verdict::Rejected(_) => worker.metrics.jwt_cache_miss.inc(),

@@ -180,6 +180,16 @@ impl Worker {
         }
     }
 
+    /// Loads the shared key set at once if another VM stored a newer one than this worker has (it would
+    /// otherwise do so on its next tick). True when this worker's keys changed.
+    pub fn sync_now(&self, provider: usize) -> bool {
+        let Some(slot) = self.slot(provider) else { return false };
+        let before = slot.seen_generation.get();
+        let (state, _) = self.read_state(slot);
+        self.sync_keys(provider, slot, &state);
+        slot.seen_generation.get() != before
+    }
+
     /// Asks for an early fetch because a token named a key we do not have.
     pub fn request_refetch(&self, provider: usize, now_ms: u64) -> Refetch {
         let Some(slot) = self.slot(provider) else { return Refetch::RateLimited };

@@ -3,6 +3,7 @@
 //! The whole body is parsed with duplicate-key rejection (see `json_strict`), so the request the filter
 //! authorizes is the request every upstream parser sees. Only the fields a decision needs are kept.
 
+use super::rules::KNOWN_METHODS;
 use serde_json::{Map, Value};
 
 /// A JSON-RPC error the filter answers with: HTTP status, JSON-RPC code, message.
@@ -19,6 +20,7 @@ pub const PARSE_ERROR: i64 = -32700;
 /// Largest integer every JSON implementation (IEEE double) represents exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// MCP 2026-07-28: `Mcp-Method`/`Mcp-Name` disagree with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
@@ -112,6 +114,14 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
     let Value::String(method) = method else {
         return Err(invalid("\"method\" must be a string").with_id(&id_value));
     };
+    if let Some(known) = disguised_method(&method) {
+        return Err(ProtocolError::new(
+            400,
+            METHOD_NOT_FOUND,
+            format!("Method not found: MCP methods are case-sensitive (did you mean {known}?)"),
+        )
+        .with_id(&id_value));
+    }
     let params = match obj.remove("params") {
         None => None,
         Some(Value::Object(p)) => Some(p),
@@ -140,6 +150,19 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
         },
     };
     Ok(Message::Call(Call { id, method, target, params }))
+}
+
+/// The MCP method that `method` spells differently (other letter case, Unicode case variants such as
+/// `ſ` or the Kelvin sign, surrounding whitespace or control characters), if any. Rules and the plumbing
+/// list match methods exactly, so such a spelling would otherwise pass as an unlisted method, and a server
+/// that resolves methods case-insensitively would run it as the real one without the rule's checks.
+fn disguised_method(method: &str) -> Option<&'static str> {
+    if KNOWN_METHODS.contains(&method) {
+        return None;
+    }
+    let trimmed = method.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+    let (lower, upper) = (trimmed.to_lowercase(), trimmed.to_uppercase());
+    KNOWN_METHODS.iter().copied().find(|known| lower == *known || upper == known.to_uppercase())
 }
 
 /// URI rules are globs over the URI as sent. A server that normalises URIs (RFC 3986 §5.2.4) would read
@@ -237,6 +260,33 @@ mod tests {
         }
         let err = parse(br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{}}"#).unwrap_err();
         assert_eq!(err.id, json!("x"), "the id is echoed when known");
+    }
+
+    #[test]
+    fn methods_spelled_in_another_case_are_not_found() {
+        for method in [
+            "Tools/Call",
+            "TOOLS/CALL",
+            "tools/Call",
+            "Initialize",
+            "PING",
+            "Notifications/initialized",
+            "tools/call ",
+            " tools/call",
+            "tools/call\\u0000",
+            "tools/call\\n",
+            "tool\\u017f/call",
+            "tas\\u212as/get",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"name":"x"}}}}"#);
+            let err = parse(body.as_bytes()).unwrap_err();
+            assert_eq!((err.status, err.code, err.id.clone()), (400, METHOD_NOT_FOUND, json!(3)), "{method}: {err:?}");
+        }
+        // Exact methods, and unknown methods that are not a spelling of a known one, are unaffected.
+        for method in ["tools/call", "initialize", "notifications/initialized", "tools/frobnicate", "Custom/Thing"] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"name":"x"}}}}"#);
+            assert!(parse(body.as_bytes()).is_ok(), "{method}");
+        }
     }
 
     #[test]
