@@ -50,14 +50,15 @@ class ExchangeStack:
         return r, (seen[0] if seen else None)
 
 
-def exchange_config(listener_port: int, jwks: JwksServer, sts: TokenExchangeServer, connector: ConnectorBackend) -> dict:
+def exchange_config(listener_port: int, jwks: JwksServer, sts: TokenExchangeServer, connector: ConnectorBackend,
+                    timeout_ms: int = 1000) -> dict:
     cfg = filter_config(jwks.port, listener_port)
     cfg["upstream_credentials"] = {
         "cache": {"max_entries": 100, "margin_seconds": 30},
         "targets": {
             "tasks-api": {"mode": "rfc8693", "cluster": "sts", "authority": f"127.0.0.1:{sts.port}", "path": "/token",
                           "audience": "tasks-api", "client_id": "mcp-gateway", "client_secret": "demo-secret",
-                          "client_auth": "basic", "timeout_ms": 1000},
+                          "client_auth": "basic", "timeout_ms": timeout_ms},
             "reddit": {"mode": "connector", "cluster": "connector", "authority": f"127.0.0.1:{connector.port}",
                        "provider_id": "reddit", "inject_meta_key": "current_oauth_token", "timeout_ms": 1000},
             "backend": {"mode": "internal", "signing_key": INTERNAL_KEY, "key_id": "gw-1", "issuer": "mcp-authz",
@@ -74,7 +75,7 @@ def exchange_config(listener_port: int, jwks: JwksServer, sts: TokenExchangeServ
 
 
 
-def start_stack(tmp_path_factory, concurrency: int = 1) -> Iterator[ExchangeStack]:
+def start_stack(tmp_path_factory, concurrency: int = 1, timeout_ms: int = 1000) -> Iterator[ExchangeStack]:
     key = make_key("ES256", kid="exchange-es256")
     with contextlib.ExitStack() as es:
         jwks = es.enter_context(JwksServer([key]))
@@ -83,7 +84,8 @@ def start_stack(tmp_path_factory, concurrency: int = 1) -> Iterator[ExchangeStac
                                                    subject_audiences=[AUDIENCE], token_ttl=300))
         connector = es.enter_context(ConnectorBackend())
         envoy = Envoy(tmp_path_factory.mktemp("exchange"), upstream_port=echo.port, jwks_port=jwks.port,
-                      filter_cfg=lambda port: exchange_config(port, jwks, sts, connector), concurrency=concurrency,
+                      filter_cfg=lambda port: exchange_config(port, jwks, sts, connector, timeout_ms),
+                      concurrency=concurrency,
                       name=f"envoy-exchange-{concurrency}", extra_clusters={"sts": sts.port, "connector": connector.port})
         es.callback(envoy.stop)
         envoy.start()
@@ -97,8 +99,9 @@ def stack(tmp_path_factory) -> Iterator[ExchangeStack]:
 
 @pytest.fixture(scope="module")
 def stack4(tmp_path_factory) -> Iterator[ExchangeStack]:
-    """Four workers, connections spread evenly over them."""
-    yield from start_stack(tmp_path_factory, concurrency=4)
+    """Four workers, connections spread evenly over them. The exchange timeout is 3 s so that a burst held
+    0.5 s by the token server stays in flight even on a loaded machine."""
+    yield from start_stack(tmp_path_factory, concurrency=4, timeout_ms=3000)
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +184,7 @@ def test_rfc8693_failed_exchange_on_one_worker_is_not_shared(stack4: ExchangeSta
     """A failure frees the slot instead of being shared: the request whose exchange timed out gets 504,
     the other workers' requests, which were waiting for it, exchange once more and share that token."""
     token = stack4.token()
-    stack4.sts.script("hang")  # the first exchange never answers: its 1 s timeout fails it
+    stack4.sts.script("hang")  # the first exchange never answers: its 3 s timeout fails it
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda i: stack4.call("getTasks", token, id_=i), range(4)))
