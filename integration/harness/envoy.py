@@ -192,7 +192,11 @@ class Envoy:
         name: str = "envoy",
         extra_clusters: dict[str, int] | None = None,
         stop_iteration_flag: bool = True,
+        bootstrap_fn: Callable[[int], dict] | None = None,
+        cpus: str | None = None,
     ) -> None:
+        """`bootstrap_fn(listener_port)` replaces the whole bootstrap (the benchmark's own configs; the filter
+        arguments are then unused); `cpus` runs Envoy under `taskset -c <cpus>`."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -201,7 +205,10 @@ class Envoy:
         self.jwks_port = jwks_port
         self.concurrency = concurrency
         self.log_level = log_level
-        if callable(filter_json):
+        self.cpus = cpus
+        if bootstrap_fn is not None:
+            filter_json = ""
+        elif callable(filter_json):
             filter_json = filter_json(self.listener_port)
         if filter_json is None:
             if filter_cfg is None:
@@ -216,10 +223,12 @@ class Envoy:
         self.admin_path = self.workdir / f"{name}.admin"
         self.admin: str | None = None  # "127.0.0.1:port"
         self.proc: subprocess.Popen | None = None
-        self.config_path.write_text(
-            json.dumps(bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
-                                 stop_iteration_flag), indent=2)
-        )
+        if bootstrap_fn is not None:
+            config = bootstrap_fn(self.listener_port)
+        else:
+            config = bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
+                               stop_iteration_flag)
+        self.config_path.write_text(json.dumps(config, indent=2))
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -227,7 +236,9 @@ class Envoy:
         return f"http://127.0.0.1:{self.listener_port}"
 
     def argv(self) -> list[str]:
-        return [
+        # taskset execs Envoy (and the venv's `envoy` script execs the binary), so the pid stays Envoy's.
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        return pin + [
             envoy_binary(),
             "-c", str(self.config_path),
             "--concurrency", str(self.concurrency),
@@ -319,6 +330,10 @@ class Envoy:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     @property
     def running(self) -> bool:
