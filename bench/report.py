@@ -70,6 +70,27 @@ def _verify_cost_ms(fig: Figures, config: str, alg: str = "rs256") -> tuple[floa
     return cpu / 10, thr
 
 
+def flood_bound(fig: Figures, plan: dict, base: dict, hit: dict) -> dict:
+    """What the verification cost implies for valid requests under the flood. Each forged token costs
+    `v_forged` of Envoy CPU, measured in the flood itself (Envoy CPU seconds beyond the no-flood run's rate,
+    per forged request; the fresh-minus-cached figure `v_fresh` from the throughput runs is shown beside it).
+    During the flood Envoy got `share` of its core (CPU seconds / wall seconds), so one forged request held
+    the worker for v_forged / share of wall time, and a valid request can queue behind at most one per flood
+    connection."""
+    v_fresh, _ = _verify_cost_ms(fig, hit["config"])
+    elapsed = hit.get("elapsed", plan["flood_seconds"] + 2)
+    base_rate = base["cpu_seconds"] / base.get("elapsed", plan["flood_seconds"])
+    forged = max(hit["flood_requests"], 1)
+    v_forged = (hit["cpu_seconds"] - base_rate * elapsed) / forged * 1000
+    share = hit["cpu_seconds"] / elapsed
+    v_wall = v_forged / share if share > 0 else float("nan")
+    extra = plan["flood_connections"] * v_wall
+    holds = hit["achieved"] >= 0.95 * hit["valid_rate"]
+    return {"v_fresh": v_fresh, "v_forged": v_forged, "share": share, "v_wall": v_wall,
+            "p50": base["p50"] + extra, "p99": base["p99"] + extra, "holds": holds,
+            "p50_ok": hit["p50"] <= base["p50"] + extra, "p99_ok": hit["p99"] <= base["p99"] + extra}
+
+
 def render(res: dict, workloads) -> str:
     m = res["machine"]
     plan = res["plan"]
@@ -92,8 +113,12 @@ def render(res: dict, workloads) -> str:
             "run `make bench` (full mode) for figures to quote.")
         add("")
     load_start, load_end = m["load_avg_start"], m["load_avg_end"]
-    add(f"> Load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (1 min). Other work on the machine "
-        "during the run shows up as spread between rounds; see [What limits each figure](#what-limits-each-figure).")
+    shares = sorted(x["rps"] * x["cpu_per_10k"] / 100 for x in res["samples"])
+    add(f"> Load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f} (1 min, {m['cores']} cores). While "
+        f"saturated, the pinned Envoy got {shares[len(shares) // 2]:.0f} % of its core in the median run "
+        f"({shares[0]:.0f}–{shares[-1]:.0f} %); on an idle machine it should approach 100 % (less for the fastest configs, where wrk on the other core can be the limit). Other work on "
+        "the machine shows up as that gap and as spread between rounds; CPU-per-request figures are less affected "
+        "than throughput. See [What limits each figure](#what-limits-each-figure).")
     add("")
 
     # ---- targets ------------------------------------------------------------------------------------------
@@ -123,13 +148,14 @@ def render(res: dict, workloads) -> str:
     fl = {(e["config"], e["flooded"]): e for e in res.get("flood", [])}
     if ("filter", True) in fl:
         base, hit = fl[("filter", False)], fl[("filter", True)]
-        _, v_ms = _verify_cost_ms(fig, "filter")
-        bound = base["p99"] + plan["flood_connections"] * v_ms
-        ok = hit["achieved"] >= 0.95 * hit["valid_rate"] and hit["p99"] <= bound
-        target("Forged-token flood does not starve valid traffic beyond the verify cost",
-               f"valid {_fmt(hit['achieved'])}/{hit['valid_rate']} req/s, p99 {_fmt(base['p99'], 2)} → "
-               f"{_fmt(hit['p99'], 2)} ms under {_fmt(hit['flood_rps'])} forged req/s; bound "
-               f"{_fmt(bound, 2)} ms", ok, "see [forged-token flood](#forged-token-flood)")
+        fb = flood_bound(fig, plan, base, hit)
+        verdict = ("met" if fb["p99_ok"] else "met at p50, **not met** at p99") if fb["holds"] and fb["p50_ok"] \
+            else "**not met**"
+        add(f"| Forged-token flood does not starve valid traffic beyond the verify cost | valid "
+            f"{_fmt(hit['achieved'])}/{hit['valid_rate']} req/s under {_fmt(hit['flood_rps'])} forged req/s; p50 "
+            f"{_fmt(base['p50'], 2)} → {_fmt(hit['p50'], 2)} ms (bound {_fmt(fb['p50'], 2)}), p99 "
+            f"{_fmt(base['p99'], 2)} → {_fmt(hit['p99'], 2)} ms (bound {_fmt(fb['p99'], 2)}) | {verdict}; see "
+            "[forged-token flood](#forged-token-flood) |")
     j = res.get("jwks", {}).get("filter")
     if j:
         per = j["fetches_in_window"] / max(j["refreshes"], 1e-9)
@@ -168,8 +194,9 @@ def render(res: dict, workloads) -> str:
         "processes on the machine does not skew. Envoy CPU is utime+stime of the "
         "Envoy process per 10k requests, and Envoy core % the share of its core it got while saturated (well under "
         "100 % means other processes or the load generator held it back); RSS is VmRSS after the run; conns is the "
-        f"most downstream connections Envoy counted in one run (wrk opens {plan['connections']} and keeps them, so "
-        f"{plan['connections']} proves reuse); cache hits are the verified-token cache hits during the runs (0 proves the "
+        f"most downstream connections Envoy counted in one run: wrk's {plan['connections']}, which it keeps, plus "
+        "one more it opens at start (checked with passthrough: `-c1` shows 3, `-c4` 5); a config that closed "
+        "connections would show one per request; cache hits are the verified-token cache hits during the runs (0 proves the "
         "fresh-token workloads never hit a cache).")
     add("")
     for w in workloads:
@@ -255,24 +282,35 @@ def render(res: dict, workloads) -> str:
         add(f"Valid tools/call traffic (one cached RS256 token) at a fixed rate from h2load (10 connections) while a "
             f"second generator (`wrk -c{plan['flood_connections']}`) sends tokens with a valid `kid` and a bad RS256 "
             f"signature (500 distinct, so nothing can be cached) as fast as the worker answers them, on the same single "
-            f"worker, for {plan['flood_seconds']:g} s. Each forged token costs one verification, which blocks the worker; "
-            f"with {plan['flood_connections']} flood connections a valid request can wait behind at most about "
-            f"{plan['flood_connections']} verifications, so the expected p99 bound is baseline p99 + "
-            f"{plan['flood_connections']} × the verification time measured above (wall clock, from throughput, as the "
-            "valid requests wait in wall-clock time). Valid traffic is offered at a fifth of the config's fresh-token "
-            "throughput, so the worker has room for it only if the flood takes no more than its share.")
+            f"worker, for {plan['flood_seconds']:g} s. Valid traffic is offered at a fifth of the config's fresh-token "
+            "throughput. Each forged token costs one verification that blocks the worker. Its Envoy CPU cost is "
+            "measured in the flood itself (Envoy CPU beyond the no-flood run's rate, per forged request) and agrees "
+            "with the fresh-minus-cached cost from the throughput runs; during the flood Envoy got a share of its "
+            "core (Envoy CPU seconds / wall seconds), so one forged request held the worker for CPU cost / share. "
+            f"With {plan['flood_connections']} flood connections a valid request queues behind at most "
+            f"{plan['flood_connections']} of them, so the bounds are the no-flood p50/p99 + "
+            f"{plan['flood_connections']} × that time. The target is met when valid throughput holds (≥ 95 % of "
+            "offered) and p50 and p99 stay within the bounds.")
         add("")
         add("| config | flood | valid offered req/s | valid achieved req/s | valid p50 ms | valid p99 ms | forged req/s "
-            "answered (401) | verification ms, CPU / wall | expected p99 bound ms |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            "answered (401) | Envoy CPU ms per forged request | same, fresh − cached | Envoy core share | "
+            "worker ms per forged request | p50 / p99 bound ms |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for e in res["flood"]:
             c = e["config"]
-            v_cpu, v_ms = _verify_cost_ms(fig, c)
             base = fl.get((c, False))
-            bound = base["p99"] + plan["flood_connections"] * v_ms if base else float("nan")
+            if e["flooded"] and base:
+                fb = flood_bound(fig, plan, base, e)
+                extra = (f"{_fmt(fb['v_forged'], 3)} | {_fmt(fb['v_fresh'], 3)} | {fb['share'] * 100:.0f} % | "
+                         f"{_fmt(fb['v_wall'], 3)} | {_fmt(fb['p50'], 2)} / {_fmt(fb['p99'], 2)}")
+            else:
+                share = e["cpu_seconds"] / e.get("elapsed", plan["flood_seconds"])
+                extra = f"– | – | {share * 100:.0f} % | – | –"
             add(f"| {SHORT[c]} | {'yes' if e['flooded'] else 'no'} | {e['valid_rate']} | {_fmt(e['achieved'])} | "
-                f"{_fmt(e['p50'], 2)} | {_fmt(e['p99'], 2)} | {_fmt(e['flood_rps']) if e['flooded'] else '–'} | "
-                f"{_fmt(v_cpu, 3)} / {_fmt(v_ms, 3)} | {_fmt(bound, 2) if e['flooded'] else '–'} |")
+                f"{_fmt(e['p50'], 2)} | {_fmt(e['p99'], 2)} | {_fmt(e['flood_rps']) if e['flooded'] else '–'} | {extra} |")
+        add("")
+        add("p99 also carries what the model leaves out: the scheduler's time slices when other processes share "
+            "Envoy's core, and the flood generator sharing the load generators' core with h2load.")
         add("")
 
     # ---- callouts -----------------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ class Bench:
             for flooded in (False, True):
                 logf = self.workdir / f"h2load-flood-{config}-{flooded}.log"
                 wrk_out = self.workdir / f"wrk-flood-{config}.out"
-                before, cpu0 = counters(envoy), load.cpu_seconds(envoy.pid)
+                before, cpu0, t0 = counters(envoy), load.cpu_seconds(envoy.pid), time.monotonic()
                 proc = None
                 if flooded:
                     proc = load.start_wrk(f"{envoy.url}{CALL_PATH}", script, self.plan.flood_seconds + 2,
@@ -295,7 +295,7 @@ class Bench:
                                       self.plan.latency_clients, rate=valid_rate, seconds=self.plan.flood_seconds,
                                       log_file=logf, timeout=self.plan.flood_seconds + 60)
                 flood_res = load.finish_wrk(proc, wrk_out, self.plan.flood_seconds + 60) if proc else None
-                cpu1 = load.cpu_seconds(envoy.pid)
+                cpu1, elapsed = load.cpu_seconds(envoy.pid), time.monotonic() - t0
                 after = counters(envoy)
                 entry = {"config": config, "flooded": flooded, "valid_rate": valid_rate, "achieved": res.rps,
                          "succeeded": res.status_2xx, "done": res.done, "p50": res.pct(50), "p99": res.pct(99),
@@ -303,7 +303,7 @@ class Bench:
                          "flood_non_2xx": flood_res.non_2xx if flood_res else 0,
                          "flood_requests": flood_res.requests if flood_res else 0,
                          "denied": delta(before, after, "mcp_authz.denied"),
-                         "cpu_seconds": cpu1 - cpu0, "fresh_rps": fresh, "cached_rps": cached}
+                         "cpu_seconds": cpu1 - cpu0, "elapsed": elapsed, "fresh_rps": fresh, "cached_rps": cached}
                 out.append(entry)
                 log(f"flood {config:7} flooded={flooded}: valid {res.rps:.0f}/{valid_rate} req/s p50 {entry['p50']:.2f} "
                     f"p99 {entry['p99']:.2f} ms; flood {entry['flood_rps']:.0f} req/s")
