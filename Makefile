@@ -54,7 +54,7 @@ demo: venv build
 	$(VENV)/bin/python integration/demo.py $(DEMO_ARGS)
 
 # The benchmark (not part of `make test`): this filter against Envoy alone and against the native
-# jwt_authn + mcp + rbac composition, in real Envoy on 127.0.0.1; writes docs/benchmarks.md (~15 min).
+# jwt_authn + mcp + rbac composition, in real Envoy on 127.0.0.1; writes docs/benchmarks.md (~15–20 min).
 # `make bench BENCH_ARGS=--quick` is a ~3 min run that checks the harness. wrk and h2load come from Debian.
 BENCH_ARGS ?=
 bench: venv build

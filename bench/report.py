@@ -402,7 +402,7 @@ def render(res: dict, workloads) -> str:
         "everything on 127.0.0.1, HTTP/1.1 with keep-alive.")
     add("")
     add("```")
-    add("make bench                          # full run, ~15 min; writes this file")
+    add("make bench                          # full run, ~15–20 min; writes this file")
     add("make bench BENCH_ARGS=--quick       # ~3 min, to check the harness")
     add("```")
     add("")
