@@ -8,7 +8,7 @@ WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
 WASM   := build/mcp_authz.wasm
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all venv build unit lint integration validate test demo clean
+.PHONY: all venv build unit lint integration validate test demo bench clean
 
 all: build
 
@@ -58,6 +58,15 @@ test: lint unit integration
 DEMO_ARGS ?=
 demo: venv build
 	$(VENV)/bin/python integration/demo.py $(DEMO_ARGS)
+
+# The benchmark (not part of `make test`): this filter against Envoy alone and against the native
+# jwt_authn + mcp + rbac composition, in real Envoy on 127.0.0.1; writes docs/benchmarks.md (~15–20 min).
+# `make bench BENCH_ARGS=--quick` is a ~3 min run that checks the harness. wrk and h2load come from Debian.
+BENCH_ARGS ?=
+bench: venv build
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk nghttp2-client; }
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build

@@ -55,3 +55,28 @@ def test_envoys_run_side_by_side(tmp_path):
                 assert httpx.get(f"{e.url}/health", timeout=10).status_code == 200
                 assert "starting main dispatch loop" in e.log_text()
         assert not a.running and not b.running
+
+
+def test_envoy_with_own_bootstrap_pinned_to_a_cpu(tmp_path):
+    """The benchmark's options: a whole bootstrap of its own (here a direct response) and `taskset`."""
+
+    def bootstrap(listener_port: int) -> dict:
+        route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "pinned"}}}
+        hcm = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "ingress",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        }
+        listener = {"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+                    "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                    "typed_config": hcm}]}]}
+        return {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+                "static_resources": {"listeners": [listener]}}
+
+    with Envoy(tmp_path, 0, 0, bootstrap_fn=bootstrap, cpus="0", name="pinned") as envoy:
+        assert httpx.get(f"{envoy.url}/anything", timeout=10).text == "pinned"
+        status = open(f"/proc/{envoy.pid}/status").read()
+        assert "Cpus_allowed_list:\t0\n" in status
+        assert open(f"/proc/{envoy.pid}/comm").read().strip() == "envoy"

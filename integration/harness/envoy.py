@@ -217,7 +217,11 @@ class Envoy:
         extra_clusters: dict[str, int] | None = None,
         stop_iteration_flag: bool = True,
         ecds: bool = False,
+        bootstrap_fn: Callable[[int], dict] | None = None,
+        cpus: str | None = None,
     ) -> None:
+        """`bootstrap_fn(listener_port)` replaces the whole bootstrap (the benchmark's own configs; the filter
+        arguments are then unused); `cpus` runs Envoy under `taskset -c <cpus>`."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -226,7 +230,10 @@ class Envoy:
         self.jwks_port = jwks_port
         self.concurrency = concurrency
         self.log_level = log_level
-        if callable(filter_json):
+        self.cpus = cpus
+        if bootstrap_fn is not None:
+            filter_json = ""
+        elif callable(filter_json):
             filter_json = filter_json(self.listener_port)
         if filter_json is None:
             if filter_cfg is None:
@@ -241,13 +248,17 @@ class Envoy:
         self.admin_path = self.workdir / f"{name}.admin"
         self.admin: str | None = None  # "127.0.0.1:port"
         self.proc: subprocess.Popen | None = None
-        # ECDS: the filter config lives in its own watched directory, replaced by `replace_filter_json`.
-        self.ecds_path = self.workdir / f"{name}-ecds" / "filter.json" if ecds else None
-        if self.ecds_path is not None:
-            self.ecds_path.parent.mkdir(exist_ok=True)
-            self.replace_filter_json(filter_json)
-        config = bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
-                           stop_iteration_flag, self.ecds_path)
+        if bootstrap_fn is not None:
+            self.ecds_path = None
+            config = bootstrap_fn(self.listener_port)
+        else:
+            # ECDS: the filter config lives in its own watched directory, replaced by `replace_filter_json`.
+            self.ecds_path = self.workdir / f"{name}-ecds" / "filter.json" if ecds else None
+            if self.ecds_path is not None:
+                self.ecds_path.parent.mkdir(exist_ok=True)
+                self.replace_filter_json(filter_json)
+            config = bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
+                               stop_iteration_flag, self.ecds_path)
         if concurrency > 1:
             # Spread connections evenly over the workers, so multi-worker tests really use them all (the
             # kernel's default may put every test connection on one worker).
@@ -268,7 +279,9 @@ class Envoy:
         return f"http://127.0.0.1:{self.listener_port}"
 
     def argv(self) -> list[str]:
-        return [
+        # taskset execs Envoy (and the venv's `envoy` script execs the binary), so the pid stays Envoy's.
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        return pin + [
             envoy_binary(),
             "-c", str(self.config_path),
             "--concurrency", str(self.concurrency),
@@ -360,6 +373,10 @@ class Envoy:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     @property
     def running(self) -> bool:
