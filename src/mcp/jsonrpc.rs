@@ -161,8 +161,35 @@ fn disguised_method(method: &str) -> Option<&'static str> {
         return None;
     }
     let trimmed = method.trim_matches(|c: char| c.is_whitespace() || c.is_control());
-    let (lower, upper) = (trimmed.to_lowercase(), trimmed.to_uppercase());
-    KNOWN_METHODS.iter().copied().find(|known| lower == *known || upper == known.to_uppercase())
+    let mut folded = String::with_capacity(trimmed.len());
+    for c in trimmed.chars() {
+        fold_onto_ascii(c, &mut folded);
+    }
+    KNOWN_METHODS.iter().copied().find(|known| folded == *known)
+}
+
+/// Appends `c` case-folded, as far as the comparison with the (lower-case ASCII) method names needs: an
+/// ASCII letter in lower case, and the few other characters whose Unicode case mapping is made of ASCII
+/// letters, as those letters; anything else as it is. std's full case tables would give the same answer
+/// for ~40 KB more of Wasm (`fold_matches_unicode_case_mapping_onto_ascii` checks every code point).
+fn fold_onto_ascii(c: char, out: &mut String) {
+    let folded = match c {
+        '\u{00df}' => "ss", // sharp s: upper case SS
+        '\u{0131}' => "i",  // dotless i: upper case I
+        '\u{017f}' => "s",  // long s: upper case S
+        '\u{212a}' => "k",  // Kelvin sign: lower case k
+        '\u{fb00}' => "ff", // ligatures: upper case FF, FI, FL, FFI, FFL, ST, ST
+        '\u{fb01}' => "fi",
+        '\u{fb02}' => "fl",
+        '\u{fb03}' => "ffi",
+        '\u{fb04}' => "ffl",
+        '\u{fb05}' | '\u{fb06}' => "st",
+        c => {
+            out.push(c.to_ascii_lowercase());
+            return;
+        }
+    };
+    out.push_str(folded);
 }
 
 /// URI rules are globs over the URI as sent. A server that normalises URIs (RFC 3986 §5.2.4) would read
@@ -263,6 +290,24 @@ mod tests {
     }
 
     #[test]
+    fn fold_matches_unicode_case_mapping_onto_ascii() {
+        // For every code point whose lower- or upper-case mapping consists of ASCII letters only, the fold
+        // gives those letters in lower case; every other code point is left alone (or ASCII-lowered).
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let mut folded = String::new();
+            fold_onto_ascii(c, &mut folded);
+            let ascii_letters = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic());
+            let (lower, upper) = (c.to_lowercase().to_string(), c.to_uppercase().to_string());
+            if ascii_letters(&lower) || ascii_letters(&upper) {
+                let expected = if ascii_letters(&lower) { lower } else { upper.to_ascii_lowercase() };
+                assert_eq!(folded, expected, "U+{:04X}", c as u32);
+            } else {
+                assert_eq!(folded, c.to_ascii_lowercase().to_string(), "U+{:04X}", c as u32);
+            }
+        }
+    }
+
+    #[test]
     fn methods_spelled_in_another_case_are_not_found() {
         for method in [
             "Tools/Call",
@@ -277,6 +322,7 @@ mod tests {
             "tools/call\\n",
             "tool\\u017f/call",
             "tas\\u212as/get",
+            "noti\\ufb01cations/initialized",
         ] {
             let body = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"name":"x"}}}}"#);
             let err = parse(body.as_bytes()).unwrap_err();
