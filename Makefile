@@ -8,7 +8,7 @@ WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
 WASM   := build/mcp_authz.wasm
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all venv build unit lint integration validate test demo bench clean
+.PHONY: all venv build unit lint integration validate test demo bench clean fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -40,6 +40,8 @@ unit:
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
+	cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
 # Envoy + the filter against in-process JWKS / echo servers (all on 127.0.0.1).
 integration: venv build
@@ -50,7 +52,7 @@ integration: venv build
 validate: venv build
 	$(PYTEST) -q integration/test_envoy_configs.py integration/test_manifests.py
 
-test: lint unit integration
+test: lint unit fuzz-smoke integration
 
 # The bundled stack on 127.0.0.1 (identity provider, token exchange, connector, tasks API, sample MCP
 # server, Envoy with the filter), then an MCP SDK session through Envoy; stays up until Ctrl-C.
@@ -67,6 +69,46 @@ bench: venv build
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk nghttp2-client; }
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# libFuzzer targets in fuzz/ (docs/fuzzing.md). cargo-fuzz is installed into .tools/ once. The pinned
+# stable toolchain cannot build sanitizers (-Zsanitizer is nightly-only), so targets are built with
+# libFuzzer's coverage instrumentation, `--sanitizer none`, plus debug assertions and overflow checks.
+# New inputs go to build/fuzz-corpus/<target>; the committed seeds in fuzz/corpus/<target> are only read.
+FUZZ_TARGETS ?= token jwks jsonrpc sse config
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ_STAMP := .tools/.cargo-fuzz-$(CARGO_FUZZ_VERSION)
+CARGO_FUZZ := PATH="$(CURDIR)/.tools/bin:$$PATH" cargo fuzz
+FUZZ_FLAGS := --sanitizer none --debug-assertions
+
+$(CARGO_FUZZ_STAMP):
+	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .tools
+	touch $@
+
+fuzz-build: $(CARGO_FUZZ_STAMP)
+	cd fuzz && $(CARGO_FUZZ) build $(FUZZ_FLAGS)
+
+# Every target for FUZZ_SECONDS (`make fuzz FUZZ_SECONDS=3600 FUZZ_TARGETS=sse`); a crash fails the run
+# after all targets had their turn, and leaves its input in fuzz/artifacts/<target>/.
+fuzz: fuzz-build
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz-corpus/$$t; \
+	  (cd fuzz && $(CARGO_FUZZ) run $(FUZZ_FLAGS) $$t ../build/fuzz-corpus/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -dict=dict/$$t.dict -print_final_stats=1) || failed="$$failed $$t"; \
+	done; test -z "$$failed" || { echo "fuzz targets that failed:$$failed"; exit 1; }
+
+# Part of `make test`: each target for a few seconds from the committed seeds alone (libFuzzer runs
+# every seed first, so a seed that fails, such as a fixed crash kept as a regression input, fails this).
+fuzz-smoke: fuzz-build
+	rm -rf build/fuzz-smoke
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz-smoke/$$t; \
+	  if (cd fuzz && $(CARGO_FUZZ) run $(FUZZ_FLAGS) $$t ../build/fuzz-smoke/$$t corpus/$$t -- \
+	      -max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -dict=dict/$$t.dict) > build/fuzz-smoke/$$t.log 2>&1; then \
+	    grep -E "^Done" build/fuzz-smoke/$$t.log | sed "s/^/fuzz $$t: /"; \
+	  else tail -n 40 build/fuzz-smoke/$$t.log; exit 1; fi; \
+	done
 
 clean:
 	rm -rf build

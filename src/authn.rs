@@ -148,6 +148,9 @@ pub fn claim_headers<'c>(
     for mapping in &config.claim_headers {
         if mapping.claim == "scope" {
             let scopes = (!principal.scopes.is_empty()).then(|| principal.scopes.join(" "));
+            if scopes.as_deref().is_some_and(|s| !header_safe(s)) {
+                return Err(Rejection::BadClaim);
+            }
             out.push((mapping.header.as_str(), scopes));
             continue;
         }
@@ -176,8 +179,12 @@ fn header_value(v: &Value) -> Option<String> {
         }
         other => other.to_string(),
     };
-    // Visible ASCII, space and tab, plus UTF-8 above 0x7f; no control characters (header injection).
-    text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80).then_some(text)
+    header_safe(&text).then_some(text)
+}
+
+/// Visible ASCII, space and tab, plus UTF-8 above 0x7f; no control characters (header injection).
+fn header_safe(text: &str) -> bool {
+    text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
 #[cfg(test)]
@@ -268,6 +275,12 @@ mod tests {
         bad.claims.insert("sub".into(), json!("alice\r\nx-admin: 1"));
         assert_eq!(claim_headers(&c, &bad).unwrap_err(), Rejection::BadClaim);
         bad.claims.insert("sub".into(), json!("alice"));
+        // Found by fuzzing (the `token` target): the effective scopes went out unchecked.
+        for scope in ["read\0:tasks", "a\r\nx-admin: 1", "b\u{7f}"] {
+            let mut p = bad.clone();
+            p.scopes.push(scope.into());
+            assert_eq!(claim_headers(&c, &p).unwrap_err(), Rejection::BadClaim, "{scope:?}");
+        }
         bad.claims.insert("groups".into(), json!(["a", 1, true]));
         assert_eq!(claim_headers(&c, &bad).unwrap()[2].1.as_deref(), Some("a 1 true"));
     }

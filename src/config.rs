@@ -38,6 +38,8 @@ pub const DEFAULT_INTERNAL_TTL_SECONDS: u64 = 60;
 /// The credential name that forwards the verified client token unchanged.
 pub const PASSTHROUGH: &str = "passthrough";
 const WELL_KNOWN_PREFIX: &str = "/.well-known/oauth-protected-resource";
+const URL_RULE: &str =
+    "must be an absolute http(s) URL of printable ASCII without '\"' or '\\' (percent-encode the rest)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -1086,17 +1088,14 @@ fn validate_path_match(field: &str, m: RawPathMatch) -> Result<PathMatch, Config
 }
 
 fn validate_resource_metadata(field: &str, m: RawResourceMetadata) -> Result<ResourceMetadata, ConfigError> {
-    let (origin, resource_path) = split_url(&m.resource)
-        .ok_or_else(|| ConfigError::new(format!("{field}.resource"), "must be an absolute http(s) URL"))?;
+    let (origin, resource_path) =
+        split_url(&m.resource).ok_or_else(|| ConfigError::new(format!("{field}.resource"), URL_RULE))?;
     if m.resource.contains('#') {
         return Err(ConfigError::new(format!("{field}.resource"), "must not contain a fragment (RFC 9728)"));
     }
     for (i, s) in m.authorization_servers.iter().enumerate() {
         if split_url(s).is_none() {
-            return Err(ConfigError::new(
-                format!("{field}.authorization_servers[{i}]"),
-                "must be an absolute http(s) URL",
-            ));
+            return Err(ConfigError::new(format!("{field}.authorization_servers[{i}]"), URL_RULE));
         }
     }
     for (i, s) in m.scopes_supported.iter().enumerate() {
@@ -1107,7 +1106,7 @@ fn validate_resource_metadata(field: &str, m: RawResourceMetadata) -> Result<Res
     let suffixed_path = format!("{WELL_KNOWN_PREFIX}{suffix}");
     let url = match m.metadata_url {
         Some(u) if split_url(&u).is_none() => {
-            return Err(ConfigError::new(format!("{field}.metadata_url"), "must be an absolute http(s) URL"));
+            return Err(ConfigError::new(format!("{field}.metadata_url"), URL_RULE));
         }
         Some(u) => u,
         None => format!("{origin}{suffixed_path}"),
@@ -1133,12 +1132,18 @@ fn validate_resource_metadata(field: &str, m: RawResourceMetadata) -> Result<Res
     Ok(ResourceMetadata { document: serde_json::Value::Object(doc).to_string(), url, well_known_paths })
 }
 
-/// Splits `scheme://authority/path` into (`scheme://authority`, `/path`); None unless http(s).
+/// Splits `scheme://authority/path` into (`scheme://authority`, `/path`); None unless http(s) and
+/// printable ASCII without `"` or `\`: these URLs are sent inside quoted-strings of `WWW-Authenticate`,
+/// where a control character, space, quote or backslash would break or end the header (RFC 3986
+/// percent-encodes all of them anyway).
 fn split_url(url: &str) -> Option<(&str, &str)> {
+    if !url.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+        return None;
+    }
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
     let scheme_len = url.len() - rest.len();
     let authority_len = rest.find('/').unwrap_or(rest.len());
-    if authority_len == 0 || rest[..authority_len].contains(['"', ' ', '\\']) {
+    if authority_len == 0 {
         return None;
     }
     Some(url.split_at(scheme_len + authority_len))
@@ -1274,6 +1279,32 @@ mod tests {
         let e = error(with(&["providers"], json!([])));
         assert_eq!(e.field, "providers");
         assert!(parse(br#"{"providers":[],"providers":[]}"#).unwrap_err().reason.contains("duplicate"));
+    }
+
+    #[test]
+    fn urls_sent_in_challenges_are_refused_unless_header_safe() {
+        // Found by fuzzing (the `config` fuzz target): a NUL in the resource
+        // URL was accepted and put into every `WWW-Authenticate` header.
+        for bad in [
+            "https://mcp.e\0xample.test/mcp",
+            "https://mcp.example.test/a\"b",
+            "https://mcp.example.test/a b",
+            "https://mcp.example.test/a\\b",
+            "https://mcp.example.test/\r\nx: 1",
+            "https://mcp.example.test/tâche",
+        ] {
+            for field in ["resource", "metadata_url"] {
+                let mut meta = json!({"resource": "https://mcp.example.test/mcp"});
+                meta[field] = json!(bad);
+                let e = error(with(&["resource_metadata"], meta));
+                assert_eq!(e.field, format!("resource_metadata.{field}"), "{bad:?}");
+            }
+            let servers =
+                with(&["resource_metadata"], json!({"resource": "https://m/", "authorization_servers": [bad]}));
+            assert_eq!(error(servers).field, "resource_metadata.authorization_servers[0]", "{bad:?}");
+        }
+        let ok = with(&["resource_metadata"], json!({"resource": "https://mcp.example.test/t%C3%A2che?x=1%22"}));
+        assert!(parse(ok.to_string().as_bytes()).is_ok());
     }
 
     #[test]

@@ -27,12 +27,14 @@ impl Glob {
         let (mut pi, mut ti) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
+            // A `*` in the pattern is always a wildcard, also where the text has a literal `*`: taking it
+            // as a literal match first would leave no star to backtrack to.
+            if pi < p.len() && p[pi] == '*' {
                 star = Some((pi, ti));
                 pi += 1;
+            } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
             } else if let Some((sp, st)) = star {
                 pi = sp + 1;
                 ti = st + 1;
@@ -65,6 +67,16 @@ mod tests {
             ("*", "", true),
             ("a*b*c", "aXbYbZc", true),
             ("a*b*c", "aXbYbZ", false),
+            // Found by fuzzing (the `jsonrpc` target): a `*` in the text where the pattern has its
+            // wildcard was taken as a literal match, leaving no wildcard, so a deny rule `secret_*`
+            // did not match `secret_*plan` and the request fell through to the next rule.
+            ("secret_*", "secret_*plan", true),
+            ("file:///public/*", "file:///public/*./secret", true),
+            ("file:///public/*", "file:///public/*", true),
+            ("a*b", "a*xb", true),
+            ("a*b", "a*x", false),
+            ("*?", "*", true),
+            ("a?c", "a*c", true),
         ];
         for (pattern, text, want) in cases {
             assert_eq!(Glob::new(pattern).matches(text), want, "{pattern} ~ {text}");

@@ -108,11 +108,16 @@ pub fn unfilterable(id: &Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": "Internal error: list response could not be filtered"}})
 }
 
+/// UTF-8 byte order mark: an event stream may start with one.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Incremental SSE rewriter: feed it body chunks, forward what it returns.
 #[derive(Default)]
 pub struct SseRewriter {
     pending: Vec<u8>,
     failed: bool,
+    /// The start of the stream has been checked for a byte order mark.
+    past_start: bool,
 }
 
 impl SseRewriter {
@@ -124,6 +129,19 @@ impl SseRewriter {
         }
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());
+        if !self.past_start {
+            // Clients drop a BOM that starts the stream (HTML, "interpreting an event stream"). Left in
+            // `pending`, it would hide the first event's `data:` line from `rewrite_event` but not from
+            // them, and a list answered first would go out untrimmed. It is forwarded as it came.
+            if self.pending.len() < BOM.len() && BOM.starts_with(&self.pending) && !end_of_stream {
+                return out;
+            }
+            if self.pending.starts_with(BOM) {
+                out.extend_from_slice(BOM);
+                self.pending.drain(..BOM.len());
+            }
+            self.past_start = true;
+        }
         let mut start = 0;
         while let Some(end) = event_end(&self.pending[start..], end_of_stream) {
             rewrite_event(&self.pending[start..start + end], filter, &mut out);
@@ -289,6 +307,23 @@ mod tests {
         let data: Value = serde_json::from_str(out.strip_prefix("event: message\ndata: ").unwrap().trim_end()).unwrap();
         assert_eq!(data[0], json!({"jsonrpc": "2.0", "id": 8, "result": {}}));
         assert_eq!(data[1]["result"]["tools"], json!([{"name": "getTasks"}]));
+    }
+
+    #[test]
+    fn a_stream_that_starts_with_a_bom_is_trimmed_too() {
+        // Found with the `sse` fuzz target's client model: the BOM hid the first `data:` line.
+        let (p, who) = (policy(), reader());
+        let lists = [(json!(3), ListKind::Tools)];
+        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let stream = format!("\u{feff}data: {LIST}\n\n");
+        for size in [1, 2, 4, stream.len()] {
+            let mut r = SseRewriter::default();
+            let chunks: Vec<&[u8]> = stream.as_bytes().chunks(size).collect();
+            let out: Vec<u8> =
+                chunks.iter().enumerate().flat_map(|(i, c)| r.feed(c, i + 1 == chunks.len(), &f, 1 << 20)).collect();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with("\u{feff}data: {") && !text.contains("createTask"), "{size}: {text}");
+        }
     }
 
     #[test]

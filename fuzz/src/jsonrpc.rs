@@ -1,0 +1,108 @@
+//! JSON-RPC target: the decision over one MCP POST body (`mcp::inspect`: strict parsing, mirror
+//! headers, every message of a batch against the policy in `policy.rs`) and the refusal it turns into.
+//!
+//! Input: byte 0 picks the caller (`policy::principal`); byte 1 bit 0 says whether `Mcp-Method` and
+//! `Mcp-Name` headers follow as two lines (an empty line: header absent); the rest is the body.
+//!
+//! Invariants: nothing the policy model denies is ever allowed (no silent allow) and nothing it allows
+//! is refused; every request and notification of an allowed body is reported; every list request is
+//! registered for list trimming; refusals are well-formed replies that name exactly the denied messages.
+
+use crate::{policy, replies, split_line};
+use mcp_authz::mcp::inspect::{self, MirrorHeaders, Refusal};
+use mcp_authz::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
+use mcp_authz::mcp::lists::ListKind;
+use mcp_authz::mcp::reply;
+use serde_json::Value;
+
+pub fn run(data: &[u8]) {
+    let [who, flags, rest @ ..] = data else { return };
+    let principal = policy::principal(*who);
+    let mut mirror = MirrorHeaders::default();
+    let mut body = rest;
+    if flags & 1 == 1 {
+        let (method, after) = split_line(body);
+        let (name, after) = split_line(after);
+        let (Ok(method), Ok(name)) = (std::str::from_utf8(method), std::str::from_utf8(name)) else { return };
+        mirror.method.extend((!method.is_empty()).then(|| method.to_string()));
+        mirror.name.extend((!name.is_empty()).then(|| name.to_string()));
+        body = after;
+    }
+    let config = policy::config();
+    let policy = &config.mcp.policy;
+    match inspect::inspect(body, &mirror, policy, &principal, true) {
+        Err(Refusal::Protocol(e)) => {
+            assert_eq!(e.status, 400);
+            assert!([PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, HEADER_MISMATCH].contains(&e.code), "{e:?}");
+            replies::check(&reply::protocol_error(&e));
+        }
+        decided => {
+            // The body was accepted as JSON-RPC: read it again, plainly, and decide every call by the model.
+            let doc: Value = serde_json::from_slice(body).expect("a body inspect accepted is JSON");
+            let (messages, batch) = match doc {
+                Value::Array(items) => (items, true),
+                single => (vec![single], false),
+            };
+            let calls: Vec<(usize, Call)> =
+                messages.iter().enumerate().filter_map(|(i, m)| Call::read(m).map(|c| (i, c))).collect();
+            let denied: Vec<usize> = calls
+                .iter()
+                .filter(|(_, c)| !policy::allows(&c.method, c.target.as_deref(), &principal))
+                .map(|(i, _)| *i)
+                .collect();
+            if !mirror.method.is_empty() || !mirror.name.is_empty() {
+                assert!(!batch && calls.len() == 1, "mirror headers accepted for a batch or a response");
+                assert_eq!(mirror.method.first(), Some(&calls[0].1.method), "Mcp-Method differs from the body");
+            }
+            match decided {
+                Ok(authorized) => {
+                    assert!(denied.is_empty(), "allowed, but the model denies messages {denied:?}: {calls:?}");
+                    let methods: Vec<&str> = authorized.calls.iter().map(|c| c.method.as_str()).collect();
+                    let expected: Vec<&str> = calls.iter().map(|(_, c)| c.method.as_str()).collect();
+                    assert_eq!(methods, expected, "not every call was reported");
+                    for (_, call) in &calls {
+                        if let (Some(id), Some(kind)) = (&call.id, ListKind::from_method(&call.method)) {
+                            assert!(authorized.lists.contains(&(id.clone(), kind)), "list request {id} not trimmed");
+                        }
+                    }
+                }
+                Err(Refusal::Forbidden { refused, others, batch: refused_batch }) => {
+                    let indices: Vec<usize> = refused.iter().map(|r| r.index).collect();
+                    assert_eq!(indices, denied, "refused messages differ from the model's: {calls:?}");
+                    assert_eq!(refused_batch, batch);
+                    let allowed_ids: Vec<Value> =
+                        calls.iter().filter(|(i, _)| !denied.contains(i)).filter_map(|(_, c)| c.id.clone()).collect();
+                    assert_eq!(others, allowed_ids);
+                    let answer = reply::forbidden(&config, &refused, &others, batch);
+                    assert_eq!(answer.status, 403);
+                    replies::check(&answer);
+                }
+                Err(Refusal::Protocol(_)) => unreachable!(),
+            }
+        }
+    }
+}
+
+/// A request or notification as any JSON-RPC reader sees it.
+#[derive(Debug)]
+struct Call {
+    id: Option<Value>,
+    method: String,
+    target: Option<String>,
+}
+
+impl Call {
+    fn read(message: &Value) -> Option<Call> {
+        let method = message.get("method")?.as_str().expect("an accepted method is a string").to_string();
+        let field = match method.as_str() {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some("uri"),
+            _ => None,
+        };
+        let target = field.map(|f| {
+            let value = message.get("params").and_then(|p| p.get(f)).and_then(Value::as_str);
+            value.expect("an accepted call carries its target").to_string()
+        });
+        Some(Call { id: message.get("id").cloned(), method, target })
+    }
+}
