@@ -8,7 +8,7 @@ WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
 WASM   := build/mcp_authz.wasm
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all venv build unit lint integration validate test demo clean
+.PHONY: all venv build unit lint integration validate test demo soak clean
 
 all: build
 
@@ -52,6 +52,15 @@ test: lint unit integration
 DEMO_ARGS ?=
 demo: venv build
 	$(VENV)/bin/python integration/demo.py $(DEMO_ARGS)
+
+# Soak (not part of `test`): SOAK_REQUESTS requests of mixed valid, refused and token-exchange traffic
+# through one Envoy on 127.0.0.1 (wrk), then checks: no crash or restart, RSS growth after warm-up < 5 %,
+# counters add up. Writes SOAK_REPORT (empty: none). Quick check: make soak SOAK_REQUESTS=20000 SOAK_REPORT=
+SOAK_REQUESTS ?= 1000000
+SOAK_REPORT ?= docs/soak.md
+soak: venv build
+	command -v wrk >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	$(VENV)/bin/python soak/soak.py --requests $(SOAK_REQUESTS) --report "$(SOAK_REPORT)"
 
 clean:
 	rm -rf build
