@@ -8,7 +8,7 @@ WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
 WASM   := build/mcp_authz.wasm
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all venv build unit lint integration validate test demo bench clean fuzz fuzz-build fuzz-smoke
+.PHONY: all venv build unit lint integration validate test demo bench soak clean fuzz fuzz-build fuzz-smoke
 
 all: build
 
@@ -109,6 +109,15 @@ fuzz-smoke: fuzz-build
 	    grep -E "^Done" build/fuzz-smoke/$$t.log | sed "s/^/fuzz $$t: /"; \
 	  else tail -n 40 build/fuzz-smoke/$$t.log; exit 1; fi; \
 	done
+
+# Soak (not part of `test`): SOAK_REQUESTS requests of mixed valid, refused and token-exchange traffic
+# through one Envoy on 127.0.0.1 (wrk), then checks: no crash or restart, RSS growth after warm-up < 5 %,
+# counters add up. Writes SOAK_REPORT (empty: none). Quick check: make soak SOAK_REQUESTS=20000 SOAK_REPORT=
+SOAK_REQUESTS ?= 1000000
+SOAK_REPORT ?= docs/soak.md
+soak: venv build
+	command -v wrk >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	$(VENV)/bin/python soak/soak.py --requests $(SOAK_REQUESTS) --report "$(SOAK_REPORT)"
 
 clean:
 	rm -rf build
