@@ -10,9 +10,10 @@
 
 use crate::{policy, replies, split_line};
 use mcp_authz::mcp::inspect::{self, MirrorHeaders, Refusal};
-use mcp_authz::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR};
+use mcp_authz::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 use mcp_authz::mcp::lists::ListKind;
 use mcp_authz::mcp::reply;
+use mcp_authz::mcp::rules::KNOWN_METHODS;
 use serde_json::Value;
 
 pub fn run(data: &[u8]) {
@@ -31,6 +32,11 @@ pub fn run(data: &[u8]) {
     let config = policy::config();
     let policy = &config.mcp.policy;
     match inspect::inspect(body, &mirror, policy, &principal, true) {
+        Err(Refusal::Protocol(e)) if e.code == METHOD_NOT_FOUND => {
+            assert_eq!(e.status, 400);
+            assert!(spells_a_known_method_differently(body), "method not found, but no disguised method: {e:?}");
+            replies::check(&reply::protocol_error(&e));
+        }
         Err(Refusal::Protocol(e)) => {
             assert_eq!(e.status, 400);
             assert!([PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, HEADER_MISMATCH].contains(&e.code), "{e:?}");
@@ -38,6 +44,7 @@ pub fn run(data: &[u8]) {
         }
         decided => {
             // The body was accepted as JSON-RPC: read it again, plainly, and decide every call by the model.
+            assert!(!spells_a_known_method_differently(body), "a disguised method was accepted");
             let doc: Value = serde_json::from_slice(body).expect("a body inspect accepted is JSON");
             let (messages, batch) = match doc {
                 Value::Array(items) => (items, true),
@@ -105,4 +112,22 @@ impl Call {
         });
         Some(Call { id: message.get("id").cloned(), method, target })
     }
+}
+
+/// The model of "a disguised method": some message's method is not an MCP method as written, but is one
+/// once surrounding whitespace and control characters are dropped and Unicode case is ignored (std's full
+/// case mappings, independent of the filter's table-free fold).
+fn spells_a_known_method_differently(body: &[u8]) -> bool {
+    let Ok(doc) = serde_json::from_slice::<Value>(body) else { return false };
+    let messages = match doc {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    messages.iter().filter_map(|m| m.get("method").and_then(Value::as_str)).any(|method| {
+        let trimmed = method.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+        !KNOWN_METHODS.contains(&method)
+            && KNOWN_METHODS
+                .iter()
+                .any(|known| trimmed.to_lowercase() == *known || trimmed.to_uppercase() == known.to_uppercase())
+    })
 }
