@@ -25,17 +25,27 @@ def chunked(body: bytes, frame: int) -> list[bytes]:
 def send(port: int, method: str, path: str, headers: list[tuple[str, str]], pieces: list[bytes] = (),
          host: str = "127.0.0.1") -> RawResponse:
     """Sends the request head, then each piece of body as its own write (TCP_NODELAY), and reads the
-    response until the server closes the connection (`Connection: close` is added)."""
+    response until the server closes the connection (`Connection: close` is added). A single piece goes
+    in the same write as the head: Envoy may answer from the headers and close at once, and a body still
+    in flight would then make the kernel reset the connection, which can discard the answer unread."""
     head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"] + [f"{n}: {v}" for n, v in headers]
     head.append("Connection: close")
+    head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode()
+    writes = [head_bytes + pieces[0]] if len(pieces) == 1 else [head_bytes, *pieces]
     with socket.create_connection((host, port), timeout=TIMEOUT) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        for piece in pieces:
-            s.sendall(piece)
+        try:
+            for write in writes:
+                s.sendall(write)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before the whole request was sent: read the answer
         data = b""
-        while chunk := s.recv(65536):
-            data += chunk
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            if b"\r\n\r\n" not in data:
+                raise  # the reset came before any answer
     raw_head, _, body = data.partition(b"\r\n\r\n")
     lines = raw_head.decode("latin-1").split("\r\n")
     parsed: dict[str, str] = {}
