@@ -49,7 +49,10 @@ class McpServer:
 
     def __init__(self, json_response: bool) -> None:
         self.port = free_port()
-        argv = [sys.executable, str(SERVER), "--port", str(self.port)] + (["--json-response"] if json_response else [])
+        self.json_response = json_response
+        # SSE streams are resumable (event ids, replay after Last-Event-ID), as a production server's are.
+        mode = ["--json-response"] if json_response else ["--resumable"]
+        argv = [sys.executable, str(SERVER), "--port", str(self.port)] + mode
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                      preexec_fn=die_with_parent)
         deadline = time.monotonic() + START_TIMEOUT
@@ -227,13 +230,13 @@ def _messages(r: httpx.Response) -> list[dict]:
     return doc if isinstance(doc, list) else [doc]
 
 
-def _legacy_headers(mcp: McpStack, token: str) -> dict:
+def _legacy_headers(mcp: McpStack, token: str, version: str = "2025-06-18") -> dict:
     init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
     r = mcp.post(json.dumps(init), token)
     assert r.status_code == 200, r.text
     session = r.headers.get("mcp-session-id")
-    headers = {"mcp-protocol-version": "2025-06-18"} | ({"mcp-session-id": session} if session else {})
+    headers = {"mcp-protocol-version": version} | ({"mcp-session-id": session} if session else {})
     mcp.post(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), token, headers)
     return headers
 
@@ -250,6 +253,51 @@ def test_tools_list_is_trimmed_per_caller_and_marked_private(mcp: McpStack) -> N
         names = {t["name"] for t in message["result"]["tools"]}
         assert names == expected, scope
         assert message["result"]["cacheScope"] == "private"
+
+
+def _resume(url: str, headers: dict, last_event_id: str, want_id: str) -> dict:
+    """GET the stream from `last_event_id` on; the first replayed message with id `want_id`."""
+    hdrs = {"accept": "text/event-stream", "last-event-id": last_event_id} | headers
+    with httpx.stream("GET", url, headers=hdrs, timeout=20) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        data: list[str] = []
+        for line in r.iter_lines():  # the stream stays open after the replay: stop at the answer
+            if line.startswith("data:"):
+                data.append(line[5:].lstrip())
+            elif not line and data:
+                message = json.loads("\n".join(data))
+                data = []
+                if message.get("id") == want_id:
+                    return message
+    raise AssertionError(f"stream ended without a message with id {want_id}")
+
+
+def test_resumed_stream_replays_the_list_trimmed(mcp: McpStack) -> None:
+    """A client drops a POST stream and resumes it with GET + Last-Event-ID (MCP 2025-11-25, how servers
+    that close POST streams early are polled): the server replays the `tools/list` answer on the GET.
+    The filter never saw that GET ask for a list, so it must recognise the list by its shape."""
+    if mcp.server.json_response:
+        pytest.skip("application/json answers carry no event ids to resume from")
+    token = mcp.token("read:tasks")
+    headers = _legacy_headers(mcp, token, version="2025-11-25")
+    r = mcp.post(json.dumps({"jsonrpc": "2.0", "id": "list-r", "method": "tools/list"}), token, headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    event_ids = [line[3:].strip() for line in r.text.replace("\r\n", "\n").split("\n") if line.startswith("id:")]
+    assert event_ids, f"the resumable server gave no event ids: {r.text!r}"
+
+    replayed = _resume(mcp.url, headers | {"authorization": f"Bearer {token}"}, event_ids[0], "list-r")
+    assert {t["name"] for t in replayed["result"]["tools"]} == {"getTasks", "whoami"}
+    assert replayed["result"]["cacheScope"] == "private"
+    # The server did replay the whole list: asked directly, the same resumption shows every tool.
+    direct = _resume(f"http://127.0.0.1:{mcp.server.port}/mcp", headers, event_ids[0], "list-r")
+    assert {"createTask", "admin_reset"} <= {t["name"] for t in direct["result"]["tools"]}
+
+
+def test_get_stream_without_token_is_refused(mcp: McpStack) -> None:
+    r = httpx.get(mcp.url, headers={"accept": "text/event-stream", "last-event-id": "1"}, timeout=20)
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert not [x for x in mcp.server.received() if x["method"] == "GET"]
 
 
 # -- raw HTTP: denials ---------------------------------------------------------------------------------

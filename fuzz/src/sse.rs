@@ -1,27 +1,26 @@
 //! SSE target: list trimming of upstream responses, as `text/event-stream` (`SseRewriter` over arbitrary
-//! chunkings) and as one `application/json` body (`ListFilter::json_body`), for three list requests of
-//! this caller: `tools/list` id 1, `prompts/list` id "p", `resources/list` id 3.
+//! chunkings) and as one `application/json` body (`ListFilter::json_body`). Lists are recognised by
+//! shape, whatever the id (a resumed stream replays answers to other requests).
 //!
 //! Input: byte 0 picks the caller (`policy::principal`); byte 1 the chunking (0: one chunk; otherwise
 //! pseudo-random chunk sizes up to its low six bits, bit 7: the end of stream comes as an empty chunk);
 //! the rest is the response body.
 //!
 //! Invariants: what a client reads from the output (an SSE parser written from the WHATWG
-//! specification, then JSON) never shows it a list entry the policy model hides, in the response to one
-//! of its list requests, whether a message or a batch; the output does not depend on how the body was
+//! specification, then JSON) never shows it a list entry the policy model hides, in any message's
+//! `result`, whether a message or a batch; the output does not depend on how the body was
 //! chunked (when no event exceeds the size limit); and past the size limit, the stream still fails closed.
 
 use crate::policy;
 use mcp_authz::jwt::Principal;
-use mcp_authz::mcp::lists::{JsonBody, ListFilter, ListKind, SseRewriter};
-use serde_json::{Value, json};
+use mcp_authz::mcp::lists::{JsonBody, ListFilter, SseRewriter};
+use serde_json::Value;
 
 pub fn run(data: &[u8]) {
     let [who, chunking, body @ ..] = data else { return };
     let principal = policy::principal(*who);
     let config = policy::config();
-    let lists = [(json!(1), ListKind::Tools), (json!("p"), ListKind::Prompts), (json!(3), ListKind::Resources)];
-    let filter = ListFilter { lists: &lists, policy: &config.mcp.policy, principal: &principal };
+    let filter = ListFilter { policy: &config.mcp.policy, principal: &principal };
 
     let unlimited = body.len() + 1;
     let whole = rewrite(body, &[body.len()], false, &filter, unlimited);
@@ -130,18 +129,18 @@ fn check_json(body: &[u8], who: &Principal) {
     }
 }
 
-/// A response to one of the list requests (alone or in a batch) shows only entries the caller may use.
+/// A list in any message's result (alone or in a batch) shows only entries the caller may use.
 fn check_message(message: &Value, who: &Principal, raw: &str) {
     if let Value::Array(batch) = message {
         batch.iter().for_each(|m| check_message(m, who, raw));
         return;
     }
-    let field = match message.get("id") {
-        Some(id) if *id == json!(1) => "tools",
-        Some(id) if *id == json!("p") => "prompts",
-        Some(id) if *id == json!(3) => "resources",
-        _ => return,
-    };
+    for field in ["tools", "prompts", "resources"] {
+        check_list(message, field, who, raw);
+    }
+}
+
+fn check_list(message: &Value, field: &str, who: &Principal, raw: &str) {
     let Some(entries) = message.get("result").and_then(|r| r.get(field)).and_then(Value::as_array) else { return };
     let (method, key) = policy::list_entry_rule(field).expect("a list field");
     for entry in entries {

@@ -11,7 +11,11 @@ Authorization header this server received (the client's token, or the one the ga
 and that API verifies it again. Without it they use an in-memory list. With `--provider-api-url`,
 get_reddit_user calls the provider's API with the token found in `_meta.current_oauth_token`.
 
-Run: python mcp_server.py --port 8000 [--json-response] [--backend-url URL] [--provider-api-url URL]
+With `--resumable`, SSE streams carry event ids kept in memory, so a client can resume a stream with
+`GET` and `Last-Event-ID` and have the answers it missed replayed (the SDK's EventStore).
+
+Run: python mcp_server.py --port 8000 [--json-response] [--resumable] [--backend-url URL]
+                          [--provider-api-url URL]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import httpx
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -148,7 +153,35 @@ class Recorder:
         await self.app(scope, recording_receive, send)
 
 
-def build_app(json_response: bool) -> Any:
+class MemoryEventStore(EventStore):
+    """Every event of every stream, in order, for replay after a `Last-Event-ID`; the oldest are dropped
+    beyond MAX_EVENTS (a test server's memory stays bounded)."""
+
+    MAX_EVENTS = 10_000
+
+    def __init__(self) -> None:
+        self._events: list[tuple[EventId, StreamId, Any]] = []
+        self._next_id = 0
+
+    async def store_event(self, stream_id: StreamId, message: Any) -> EventId:
+        self._next_id += 1
+        event_id = str(self._next_id)
+        self._events.append((event_id, stream_id, message))
+        del self._events[: -self.MAX_EVENTS]
+        return event_id
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        position = next((i for i, (event_id, _, _) in enumerate(self._events) if event_id == last_event_id), None)
+        if position is None:
+            return None
+        stream_id = self._events[position][1]
+        for event_id, stream, message in self._events[position + 1:]:
+            if stream == stream_id and message is not None:  # None: a priming event, nothing to replay
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
+def build_app(json_response: bool, resumable: bool = False) -> Any:
     @mcp.custom_route("/_received", methods=["GET"])
     async def received(_: Request) -> JSONResponse:
         with _LOCK:
@@ -162,7 +195,8 @@ def build_app(json_response: bool) -> Any:
 
     # The filter in front validates Origin; Host is Envoy's listener address.
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    app = mcp.streamable_http_app(json_response=json_response, transport_security=security)
+    app = mcp.streamable_http_app(json_response=json_response, transport_security=security,
+                                  event_store=MemoryEventStore() if resumable else None)
     return Recorder(app, "/mcp")
 
 
@@ -171,12 +205,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--json-response", action="store_true", help="answer with application/json instead of SSE")
+    parser.add_argument("--resumable", action="store_true", help="keep SSE events for replay after Last-Event-ID")
     parser.add_argument("--backend-url", help="seed 000's tasks API (e.g. http://127.0.0.1:4000)")
     parser.add_argument("--provider-api-url", help="the provider API get_reddit_user calls (e.g. http://127.0.0.1:9200/provider/reddit)")
     args = parser.parse_args()
     global BACKEND_URL, PROVIDER_API_URL
     BACKEND_URL, PROVIDER_API_URL = args.backend_url, args.provider_api_url
-    uvicorn.run(build_app(args.json_response), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(build_app(args.json_response, args.resumable), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

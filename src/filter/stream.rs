@@ -45,6 +45,10 @@ pub struct StreamState {
     pub mirror: MirrorHeaders,
     /// List requests whose responses are trimmed for this caller.
     pub lists: Vec<(Value, ListKind)>,
+    /// A GET on an MCP path: the server's event stream. Resumed with `Last-Event-ID` (or polled, when a
+    /// server closes POST streams early), it replays answers to earlier requests, lists among them, so
+    /// its events are trimmed like a list response's.
+    pub event_stream: bool,
     pub response: ResponseMode,
     /// The upstream credential being obtained for this request.
     pub exchange: Option<credentials::Pending>,
@@ -186,7 +190,9 @@ impl HttpContext for Stream {
                         state.body = Some(Vec::new());
                     }
                 }
-                Ok(McpRequest::NoBody) => {}
+                Ok(McpRequest::NoBody) => {
+                    self.state.borrow_mut().event_stream = head.method == "GET" && config.mcp.filter_lists;
+                }
                 Err((reason, reply)) => {
                     deny(&worker, &self.state, &Denial { reason, reply }, None);
                     return Action::Pause;
@@ -223,18 +229,25 @@ impl HttpContext for Stream {
         self.request_data(buffered, true)
     }
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.state.borrow().lists.is_empty() {
+        let (list_request, event_stream) = {
+            let state = self.state.borrow();
+            (!state.lists.is_empty(), state.event_stream)
+        };
+        if !list_request && !event_stream {
             return Action::Continue;
         }
         let content_type = self.get_http_response_header("content-type").unwrap_or_default().to_ascii_lowercase();
+        let sse = content_type.starts_with("text/event-stream");
         let encoded = self
             .get_http_response_header("content-encoding")
             .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        let mode = if encoded {
+        let mode = if event_stream && !sse {
+            ResponseMode::Untouched // 405 or an error page: a GET answers events only as SSE
+        } else if encoded {
             ResponseMode::Replace
         } else if content_type.starts_with("application/json") {
             ResponseMode::Json
-        } else if content_type.starts_with("text/event-stream") {
+        } else if sse {
             ResponseMode::Sse(SseRewriter::default())
         } else {
             ResponseMode::Untouched // an error page, not a list
@@ -267,7 +280,7 @@ impl HttpContext for Stream {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         let Some(principal) = state.principal.clone() else { return Action::Continue };
-        let filter = ListFilter { lists: &state.lists, policy: &config.mcp.policy, principal: &principal };
+        let filter = ListFilter { policy: &config.mcp.policy, principal: &principal };
         let first_id = state.lists.first().map(|(id, _)| id.clone()).unwrap_or(Value::Null);
         let max = config.mcp.max_list_response_bytes;
         match &mut state.response {

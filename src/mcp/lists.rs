@@ -1,9 +1,13 @@
 //! Trimming `tools/list`, `prompts/list` and `resources/list` results to what the caller may use.
 //!
-//! Responses arrive as one JSON document or as an SSE stream (one JSON-RPC message per event). Only the
-//! responses to the list requests of this HTTP request are rewritten; every other event passes through
-//! unchanged and as soon as it is complete. A trimmed result is marked `cacheScope: "private"`
-//! (MCP 2026-07-28) so that no cache shares one caller's list with another.
+//! Responses arrive as one JSON document or as an SSE stream (one JSON-RPC message per event). A list is
+//! recognised by its shape, not by the id of the request it answers: any message whose `result` carries a
+//! `tools`, `prompts` or `resources` array has each such array trimmed. Ids cannot be relied on, because a
+//! resumed stream (`GET` with `Last-Event-ID`, or a server that closes a POST stream and lets the client
+//! poll) replays answers to requests the filter saw on another HTTP request, and a server may echo an id
+//! in another form. Every other event passes through unchanged and as soon as it is complete. A trimmed
+//! result is marked `cacheScope: "private"` (MCP 2026-07-28) so that no cache shares one caller's list
+//! with another.
 
 use super::rules::{Access, Policy};
 use crate::jwt::Principal;
@@ -17,6 +21,8 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    const ALL: [ListKind; 3] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
+
     pub fn from_method(method: &str) -> Option<ListKind> {
         match method {
             "tools/list" => Some(ListKind::Tools),
@@ -60,27 +66,34 @@ pub enum JsonBody {
     Unreadable,
 }
 
-/// What to trim, for whom.
+/// Whom to trim for.
 pub struct ListFilter<'a> {
-    pub lists: &'a [(Value, ListKind)],
     pub policy: &'a Policy,
     pub principal: &'a Principal,
 }
 
 impl ListFilter<'_> {
-    /// Trims one JSON-RPC message in place if it answers one of our list requests; returns whether it did.
+    /// Trims one JSON-RPC message in place if its result carries a list; returns whether it did.
+    ///
+    /// Neither `id` nor the absence of `method` is required: a message that is not a well-formed
+    /// response but carries a list in `result` is trimmed too, since a lenient client might still read it.
     pub fn apply(&self, message: &mut Value) -> bool {
-        let Some(id) = message.get("id") else { return false };
-        let Some(kind) = self.lists.iter().find(|(want, _)| want == id).map(|(_, k)| *k) else { return false };
         let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else { return false };
-        let Some(items) = result.get_mut(kind.field()).and_then(Value::as_array_mut) else { return false };
-        items.retain(|item| {
-            let target = item.get(kind.key()).and_then(Value::as_str);
-            // An entry without a usable name cannot be called by name: hide it.
-            target.is_some_and(|t| self.policy.evaluate(kind.call_method(), Some(t), self.principal) == Access::Allow)
-        });
-        result.insert("cacheScope".into(), json!("private"));
-        true
+        let mut trimmed = false;
+        for kind in ListKind::ALL {
+            let Some(items) = result.get_mut(kind.field()).and_then(Value::as_array_mut) else { continue };
+            items.retain(|item| {
+                let target = item.get(kind.key()).and_then(Value::as_str);
+                // An entry without a usable name cannot be called by name: hide it.
+                target
+                    .is_some_and(|t| self.policy.evaluate(kind.call_method(), Some(t), self.principal) == Access::Allow)
+            });
+            trimmed = true;
+        }
+        if trimmed {
+            result.insert("cacheScope".into(), json!("private"));
+        }
+        trimmed
     }
 
     /// Trims one JSON-RPC document: a message or a batch of them. Returns whether anything was trimmed.
@@ -252,24 +265,56 @@ mod tests {
     #[test]
     fn json_list_is_trimmed_and_marked_private() {
         let (p, who) = (policy(), reader());
-        let lists = [(json!(3), ListKind::Tools)];
-        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let f = ListFilter { policy: &p, principal: &who };
         let JsonBody::Trimmed(bytes) = f.json_body(LIST.as_bytes()) else { panic!("not trimmed") };
         let out: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(out["result"]["tools"], json!([{"name": "getTasks"}]));
         assert_eq!(out["result"]["cacheScope"], "private");
         assert_eq!(out["result"]["ttlMs"], 1000);
-        let other = [(json!(4), ListKind::Tools)];
-        let f = ListFilter { lists: &other, policy: &p, principal: &who };
-        assert_eq!(f.json_body(LIST.as_bytes()), JsonBody::Unchanged, "other ids untouched");
         assert_eq!(f.json_body(b"<html>"), JsonBody::Unreadable);
+    }
+
+    #[test]
+    fn lists_are_recognised_by_shape_whatever_the_id() {
+        // A resumed stream replays answers to requests made on other HTTP requests; ids prove nothing.
+        let (p, who) = (policy(), reader());
+        let f = ListFilter { policy: &p, principal: &who };
+        for id in [json!("replayed-7"), json!(null), json!(3.0)] {
+            let mut message: Value = serde_json::from_str(LIST).unwrap();
+            message["id"] = id.clone();
+            assert!(f.apply(&mut message), "{id}");
+            assert_eq!(message["result"]["tools"], json!([{"name": "getTasks"}]), "{id}");
+        }
+        let mut no_id: Value = serde_json::from_str(LIST).unwrap();
+        no_id.as_object_mut().unwrap().remove("id");
+        assert!(f.apply(&mut no_id), "a list without an id is trimmed too");
+
+        // Every list a result carries is trimmed by the rules for its own kind.
+        let mut both = json!({"id": 1, "result": {
+            "tools": [{"name": "getTasks"}, {"name": "createTask"}],
+            "prompts": [{"name": "anything"}],
+            "resources": [{"uri": "file:///secret"}, {"name": "no uri"}]}});
+        assert!(f.apply(&mut both));
+        assert_eq!(both["result"]["tools"], json!([{"name": "getTasks"}]));
+        assert_eq!(both["result"]["prompts"], json!([{"name": "anything"}]), "prompts/get is plumbing here");
+        assert_eq!(both["result"]["resources"], json!([{"uri": "file:///secret"}]), "resources/read allowed");
+
+        // Results without a list, errors, requests and notifications are left alone.
+        for body in [
+            r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"tools"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":{"not":"an array"}}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"m","data":{"tools":[{"name":"createTask"}]}}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+            r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{"tools":[{"name":"x"}]}}"#,
+        ] {
+            assert_eq!(f.json_body(body.as_bytes()), JsonBody::Unchanged, "{body}");
+        }
     }
 
     #[test]
     fn sse_events_rewritten_whatever_the_chunking() {
         let (p, who) = (policy(), reader());
-        let lists = [(json!(3), ListKind::Tools)];
-        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let f = ListFilter { policy: &p, principal: &who };
         let stream = format!(
             "event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\r\n\r\nid: 9\nevent: message\ndata: {LIST}\n\n"
         );
@@ -300,8 +345,7 @@ mod tests {
     #[test]
     fn sse_event_carrying_a_batch_is_trimmed_too() {
         let (p, who) = (policy(), reader());
-        let lists = [(json!(3), ListKind::Tools)];
-        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let f = ListFilter { policy: &p, principal: &who };
         let stream = format!("event: message\ndata: [{{\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{{}}}},{LIST}]\n\n");
         let out = String::from_utf8(SseRewriter::default().feed(stream.as_bytes(), true, &f, 1 << 20)).unwrap();
         let data: Value = serde_json::from_str(out.strip_prefix("event: message\ndata: ").unwrap().trim_end()).unwrap();
@@ -313,8 +357,7 @@ mod tests {
     fn a_stream_that_starts_with_a_bom_is_trimmed_too() {
         // Found with the `sse` fuzz target's client model: the BOM hid the first `data:` line.
         let (p, who) = (policy(), reader());
-        let lists = [(json!(3), ListKind::Tools)];
-        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let f = ListFilter { policy: &p, principal: &who };
         let stream = format!("\u{feff}data: {LIST}\n\n");
         for size in [1, 2, 4, stream.len()] {
             let mut r = SseRewriter::default();
@@ -329,8 +372,7 @@ mod tests {
     #[test]
     fn complete_events_are_forwarded_immediately() {
         let (p, who) = (policy(), reader());
-        let lists = [(json!(3), ListKind::Tools)];
-        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let f = ListFilter { policy: &p, principal: &who };
         let mut r = SseRewriter::default();
         assert_eq!(r.feed(b"data: {}\n\ndata: {\"par", false, &f, 1 << 20), b"data: {}\n\n");
         assert_eq!(r.feed(b"tial\":1}\n\n", false, &f, 1 << 20), b"data: {\"partial\":1}\n\n");
@@ -339,8 +381,7 @@ mod tests {
     #[test]
     fn oversized_event_fails_closed() {
         let (p, who) = (policy(), reader());
-        let lists = [(json!(3), ListKind::Tools)];
-        let f = ListFilter { lists: &lists, policy: &p, principal: &who };
+        let f = ListFilter { policy: &p, principal: &who };
         let mut r = SseRewriter::default();
         let out = r.feed(&[b'x'; 100], false, &f, 10);
         assert!(String::from_utf8(out).unwrap().contains("could not be filtered"));
