@@ -144,7 +144,9 @@ def test_escaped_allowed_name_passes_unchanged(stack, reader):
 # ---- methods spelled in another case -------------------------------------------------------------------
 
 DISGUISED = ["Tools/Call", "TOOLS/CALL", "tools/Call", "Initialize", "PING", "Notifications/initialized",
-             "tools/call ", "\ttools/call", "tools/call\u0000", "tool\u017f/call"]
+             "tools/call ", "\ttools/call", "tools/call\u0000", "tool\u017f/call",
+             # logging/setLevel is the one MCP method with an upper-case letter (found by fuzzing)
+             "logging/setlevel", "logging/SetLevel", "LOGGING/SETLEVEL"]
 
 
 @pytest.mark.parametrize("method", DISGUISED, ids=[repr(m) for m in DISGUISED])

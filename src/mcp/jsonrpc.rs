@@ -165,7 +165,8 @@ fn disguised_method(method: &str) -> Option<&'static str> {
     for c in trimmed.chars() {
         fold_onto_ascii(c, &mut folded);
     }
-    KNOWN_METHODS.iter().copied().find(|known| folded == *known)
+    // Known names are ASCII but not all lower case (`logging/setLevel`): compare without ASCII case.
+    KNOWN_METHODS.iter().copied().find(|known| folded.eq_ignore_ascii_case(known))
 }
 
 /// Appends `c` case-folded, as far as the comparison with the (lower-case ASCII) method names needs: an
@@ -323,13 +324,25 @@ mod tests {
             "tool\\u017f/call",
             "tas\\u212as/get",
             "noti\\ufb01cations/initialized",
+            // The one known method with an upper-case letter (found by the `jsonrpc` fuzz target).
+            "logging/setlevel",
+            "logging/SetLevel",
+            "LOGGING/SETLEVEL",
+            "logging/\\u017fetLevel",
         ] {
             let body = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"name":"x"}}}}"#);
             let err = parse(body.as_bytes()).unwrap_err();
             assert_eq!((err.status, err.code, err.id.clone()), (400, METHOD_NOT_FOUND, json!(3)), "{method}: {err:?}");
         }
         // Exact methods, and unknown methods that are not a spelling of a known one, are unaffected.
-        for method in ["tools/call", "initialize", "notifications/initialized", "tools/frobnicate", "Custom/Thing"] {
+        for method in [
+            "tools/call",
+            "initialize",
+            "notifications/initialized",
+            "logging/setLevel",
+            "tools/frobnicate",
+            "Custom/Thing",
+        ] {
             let body = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"{method}","params":{{"name":"x"}}}}"#);
             assert!(parse(body.as_bytes()).is_ok(), "{method}");
         }
