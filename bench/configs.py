@@ -30,11 +30,13 @@ WORKLOAD_SCOPE = "read:tasks"  # the workload's tokens: getTasks allowed, create
 MAX_BODY = 1048576  # the filter's default mcp.max_body_bytes; the native mcp filter gets the same limit
 STS_CLIENT = ("mcp-gateway", "demo-secret")
 
-CONFIG_NAMES = ["passthrough", "native", "native_nc", "filter", "exchange"]
+CONFIG_NAMES = ["passthrough", "native", "native_nc", "filter_authn", "filter", "exchange"]
 DESCRIPTIONS = {
     "passthrough": "(a) passthrough: buffer + direct response, no auth",
     "native": "(b) native: jwt_authn with jwt_cache_config + mcp + rbac",
     "native_nc": "(b') native without jwt_cache_config",
+    "filter_authn": "(c0) mcp-authz, token only: the same filter with MCP inspection off (mcp.paths elsewhere), "
+                    "to split (c)'s cost between authentication and the MCP body decision",
     "filter": "(c) mcp-authz, passthrough credentials",
     "exchange": "(d) mcp-authz, RFC 8693 exchange (cache hit)",
 }
@@ -225,7 +227,7 @@ def native(listener_port: int, jwks_port: int, cache: bool = True, **_: Any) -> 
 # ---- (c), (d) this filter -----------------------------------------------------------------------------
 
 def filter_json(listener_port: int, jwks_port: int, sts_port: int | None = None, refresh_seconds: int = 600,
-                token_cache: int | None = None) -> dict:
+                token_cache: int | None = None, inspect_mcp: bool = True) -> dict:
     rules: list[dict[str, Any]] = [{"method": "tools/call", "name": t, "scopes": [s]} for t, s in TOOL_SCOPES.items()]
     cfg: dict[str, Any] = {
         "providers": [{
@@ -240,6 +242,9 @@ def filter_json(listener_port: int, jwks_port: int, sts_port: int | None = None,
                               "scopes_supported": sorted(set(TOOL_SCOPES.values()))},
         "mcp": {"max_body_bytes": MAX_BODY, "unlisted_tools": "deny", "unlisted_methods": "allow", "rules": rules},
     }
+    if not inspect_mcp:
+        # Still a guarded path (the token is verified), but no MCP endpoint: the body is not read.
+        cfg["mcp"]["paths"] = [{"exact": "/mcp-none"}]
     if token_cache is not None:
         cfg["token_cache"] = {"max_entries": token_cache}
     if sts_port is not None:
@@ -281,6 +286,8 @@ def builder(name: str, jwks_port: int, wasm: Path, sts_port: int | None = None, 
         return lambda port: native(port, jwks_port, cache=False)
     if name == "filter":
         return lambda port: mcp_authz(port, jwks_port, wasm, **kw)
+    if name == "filter_authn":
+        return lambda port: mcp_authz(port, jwks_port, wasm, inspect_mcp=False, **kw)
     if name == "exchange":
         if sts_port is None:
             raise ValueError("the exchange config needs the STS port")

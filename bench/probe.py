@@ -1,7 +1,8 @@
 """Before anything is timed, every config must show that it enforces the rule and keeps connections:
 an allowed call answers 200, a tool the token lacks the scope for 403, no token and a forged token 401,
 tools/list is trimmed where the config can trim it, and several requests share one connection. A config
-that does not behave stops the run: a misconfigured peer would make every ratio meaningless."""
+that does not behave stops the run: a misconfigured peer would make every ratio meaningless. (c0), the filter
+with MCP inspection off, must authenticate but must not read bodies: it lets the denied tool through."""
 
 from __future__ import annotations
 
@@ -51,18 +52,19 @@ def probe(config: str, envoy, tokens: dict[str, str], forged: str) -> ProbeRepor
     """`tokens`: one valid read:tasks token per algorithm ("RS256", "ES256", "EdDSA")."""
     port = envoy.listener_port
     enforcing = config != "passthrough"
+    rules = enforcing and config != "filter_authn"
     rep = ProbeReport(config)
     for alg, token in tokens.items():
         status, _, body, _ = _post(port, CALL_PATH, call_body(ALLOWED_TOOL), token)
         rep.check(f"allowed tools/call {ALLOWED_TOOL} with an {alg} token", 200, status)
     status, headers, body, _ = _post(port, CALL_PATH, call_body(DENIED_TOOL), tokens["RS256"])
-    rep.check(f"tools/call {DENIED_TOOL} without its scope", 403 if enforcing else 200, status)
-    if enforcing:
+    rep.check(f"tools/call {DENIED_TOOL} without its scope", 403 if rules else 200, status)
+    if rules:
         challenge = headers.get("www-authenticate", "")
         rep.check("403 challenge names the missing scope", True, 'error="insufficient_scope"' in challenge
                   and 'scope="write:tasks"' in challenge, "yes")
     status, _, _, _ = _post(port, CALL_PATH, call_body("tool_07"), tokens["RS256"])
-    rep.check("tools/call of a tool no rule lists", 403 if enforcing else 200, status)
+    rep.check("tools/call of a tool no rule lists", 403 if rules else 200, status)
     status, _, _, _ = _post(port, CALL_PATH, call_body(ALLOWED_TOOL), None)
     rep.check("no token", 401 if enforcing else 200, status)
     status, _, _, _ = _post(port, CALL_PATH, call_body(ALLOWED_TOOL), forged)

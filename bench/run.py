@@ -80,7 +80,7 @@ class Workload:
 
 WORKLOADS = [
     Workload("call_rs256", "tools/call, one RS256 token (cached path)", CALL_PATH, call_body(ALLOWED_TOOL), "RS256",
-             False, ["passthrough", "native", "native_nc", "filter", "exchange"]),
+             False, ["passthrough", "native", "native_nc", "filter_authn", "filter", "exchange"]),
     Workload("call_rs256_fresh", "tools/call, a fresh RS256 token per request", CALL_PATH, call_body(ALLOWED_TOOL),
              "RS256", True, ["passthrough", "native", "native_nc", "filter"]),
     Workload("list_rs256", "tools/list (20 tools; mcp-authz trims to 1), one RS256 token", LIST_PATH, list_body(),
