@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.envoy import proc_status_kib  # bench/run.py puts integration/ on sys.path
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ACCEPT = "application/json, text/event-stream"
 
@@ -35,10 +37,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return proc_status_kib(pid, "VmRSS") / 1024
 
 
 # ---- wrk (closed loop) --------------------------------------------------------------------------------

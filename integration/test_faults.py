@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.envoy import Envoy, filter_config, remote_jwks
+from harness.envoy import Envoy, filter_config, proc_status_kib, remote_jwks
 from harness.keys import make_key, mint
 from harness.ports import free_port
 from harness.servers import EchoServer, JwksServer
@@ -63,10 +63,7 @@ def assert_503_retry_after(resp: httpx.Response) -> None:
 
 def hwm_kib(pid: int) -> int:
     """Peak resident memory of a process (VmHWM), KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+    return proc_status_kib(pid, "VmHWM")
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "integration"))
 
-from harness.envoy import Envoy, envoy_binary, filter_config, remote_jwks, wasm_path  # noqa: E402
+from harness.envoy import Envoy, envoy_binary, filter_config, proc_status_kib, remote_jwks, wasm_path  # noqa: E402
 from harness.keys import AUDIENCE, ISSUER, b64url, make_key, mint, tamper_signature  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.servers import JwksServer  # noqa: E402
@@ -319,11 +319,7 @@ def envoy_version() -> str:
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return proc_status_kib(pid, "VmRSS")
 
 
 class RssSampler:

