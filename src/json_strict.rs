@@ -4,21 +4,144 @@
 //! keep the first. Anything the filter makes a security decision on must mean the same thing to every
 //! parser, so tokens and request bodies are parsed with this instead. Keys are compared after unescaping,
 //! so `"a"` and `"\u0061"` are the same key. Nesting depth is bounded by serde_json's recursion limit (128).
+//!
+//! [`Strict`] builds a `Value`; [`Checked`] applies the same checks to a part of a document without
+//! building anything, for readers (the MCP body) that keep only the few fields a decision needs.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// Parses `bytes` as one JSON value; fails on invalid UTF-8, trailing data or a duplicate key at any depth.
 pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice::<StrictValue>(bytes).map(|v| v.0)
+    serde_json::from_slice::<Strict>(bytes).map(|v| v.0)
 }
 
-struct StrictValue(Value);
+/// A JSON value, deserialized with duplicate keys refused at any depth.
+pub struct Strict(pub Value);
 
-impl<'de> Deserialize<'de> for StrictValue {
+impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+/// A JSON value checked as [`Strict`] checks it (duplicate keys at any depth), then dropped: nothing is
+/// built, and keys without escapes are compared where they lie in the input.
+pub struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+/// An object key, borrowed from the input unless it had escapes (then unescaped, so that `"a"` and
+/// `"\u0061"` compare equal).
+pub struct Key<'de>(pub Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The keys of one object so far; refuses a second occurrence with the same error as [`parse`]. An MCP
+/// message has a handful of keys: the first few are kept inline (no allocation per object), the rest in a
+/// tree, so an object with many keys costs O(n log n), not O(n²).
+#[derive(Default)]
+pub struct KeySet<'de> {
+    inline: [Option<Cow<'de, str>>; INLINE_KEYS],
+    more: BTreeSet<Cow<'de, str>>,
+}
+
+const INLINE_KEYS: usize = 8;
+
+impl<'de> KeySet<'de> {
+    pub fn insert<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
+        if self.inline.iter().flatten().any(|k| *k == key) || self.more.contains(&key) {
+            return Err(duplicate(&key));
+        }
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(key),
+            None => {
+                self.more.insert(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// As `Strict` does: a number that a `Value` cannot hold is an error, whether or not the value is kept.
+pub fn check_f64<E: de::Error>(v: f64) -> Result<(), E> {
+    Number::from_f64(v).map(|_| ()).ok_or_else(|| E::custom("number out of range"))
+}
+
+fn duplicate<E: de::Error>(key: &str) -> E {
+    E::custom(format_args!("duplicate key \"{}\"", key.escape_debug()))
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v)))
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Checked, E> {
+        check_f64(v).map(|()| Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let mut keys = KeySet::default();
+        while let Some(Key(key)) = map.next_key()? {
+            keys.insert(key)?;
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }
 
@@ -56,7 +179,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
+        while let Some(Strict(v)) = seq.next_element()? {
             items.push(v);
         }
         Ok(Value::Array(items))
@@ -65,9 +188,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key \"{}\"", key.escape_debug())));
+                return Err(duplicate(&key));
             }
-            let StrictValue(v) = map.next_value()?;
+            let Strict(v) = map.next_value()?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))
@@ -95,6 +218,19 @@ mod tests {
     fn duplicate_detection_sees_through_escapes() {
         let err = parse(br#"{"method":"x","meth\u006fd":"y"}"#).unwrap_err();
         assert!(err.to_string().contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn checked_refuses_duplicates_among_many_keys() {
+        let keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let check = |json: String| serde_json::from_str::<Checked>(&json).map(|_| ());
+        assert!(check(format!("{{{}}}", keys.join(","))).is_ok());
+        for dup in [0, 7, 8, 39] {
+            let body = format!("{{{},\"k{dup}\":0}}", keys.join(","));
+            let err = check(body).unwrap_err();
+            assert!(err.to_string().contains(&format!("duplicate key \"k{dup}\"")), "{err}");
+        }
+        assert!(check(r#"{"a":1,"\u0061":2}"#.to_string()).is_err(), "keys compare unescaped");
     }
 
     #[test]

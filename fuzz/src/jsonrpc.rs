@@ -4,8 +4,9 @@
 //! Input: byte 0 picks the caller (`policy::principal`); byte 1 bit 0 says whether `Mcp-Method` and
 //! `Mcp-Name` headers follow as two lines (an empty line: header absent); the rest is the body.
 //!
-//! Invariants: nothing the policy model denies is ever allowed (no silent allow) and nothing it allows
-//! is refused; every request and notification of an allowed body is reported; every list request is
+//! Invariants: a body is a parse error exactly when `json_strict::parse` (which builds the whole document
+//! and refuses duplicate keys) refuses it, though `jsonrpc::parse` builds only the fields it reads;
+//! nothing the policy model denies is ever allowed (no silent allow) and nothing it allows is refused; every request and notification of an allowed body is reported; every list request is
 //! registered for list trimming; refusals are well-formed replies that name exactly the denied messages.
 
 use crate::{policy, replies, split_line};
@@ -31,7 +32,11 @@ pub fn run(data: &[u8]) {
     }
     let config = policy::config();
     let policy = &config.mcp.policy;
-    match inspect::inspect(body, &mirror, policy, &principal, true) {
+    let decision = inspect::inspect(body, &mirror, policy, &principal, true);
+    let strict = mcp_authz::json_strict::parse(body);
+    let parse_error = matches!(&decision, Err(Refusal::Protocol(e)) if e.code == PARSE_ERROR);
+    assert_eq!(parse_error, strict.is_err(), "parse error {parse_error}, but the strict reader says {strict:?}");
+    match decision {
         Err(Refusal::Protocol(e)) if e.code == METHOD_NOT_FOUND => {
             assert_eq!(e.status, 400);
             assert!(spells_a_known_method_differently(body), "method not found, but no disguised method: {e:?}");
@@ -67,6 +72,11 @@ pub fn run(data: &[u8]) {
                     let methods: Vec<&str> = authorized.calls.iter().map(|c| c.method.as_str()).collect();
                     let expected: Vec<&str> = calls.iter().map(|(_, c)| c.method.as_str()).collect();
                     assert_eq!(methods, expected, "not every call was reported");
+                    let metas: Vec<Option<&serde_json::Map<String, Value>>> =
+                        authorized.calls.iter().map(|c| c.meta.as_ref()).collect();
+                    let expected: Vec<Option<&serde_json::Map<String, Value>>> =
+                        calls.iter().map(|(_, c)| c.meta.as_ref()).collect();
+                    assert_eq!(metas, expected, "params._meta was not read as sent");
                     for (_, call) in &calls {
                         if let (Some(id), Some(kind)) = (&call.id, ListKind::from_method(&call.method)) {
                             assert!(authorized.lists.contains(&(id.clone(), kind)), "list request {id} not trimmed");
@@ -96,6 +106,7 @@ struct Call {
     id: Option<Value>,
     method: String,
     target: Option<String>,
+    meta: Option<serde_json::Map<String, Value>>,
 }
 
 impl Call {
@@ -110,7 +121,8 @@ impl Call {
             let value = message.get("params").and_then(|p| p.get(f)).and_then(Value::as_str);
             value.expect("an accepted call carries its target").to_string()
         });
-        Some(Call { id: message.get("id").cloned(), method, target })
+        let meta = message.get("params").and_then(|p| p.get("_meta")).and_then(Value::as_object).cloned();
+        Some(Call { id: message.get("id").cloned(), method, target, meta })
     }
 }
 

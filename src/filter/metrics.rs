@@ -4,12 +4,12 @@
 
 use crate::authn::{REASON_KEYS_UNAVAILABLE, REASON_MISSING_TOKEN, REASON_MULTIPLE_TOKENS, REASON_ORIGIN};
 use crate::jwt::Rejection;
+use crate::mcp::glob::Glob;
 use crate::mcp::head;
 use crate::mcp::rules::{KNOWN_METHODS, Policy};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// The `error` values of `ExchangeError`, each a `mcp_authz.exchange.failed.<error>` counter.
 const EXCHANGE_ERRORS: &[&str] = &[
@@ -39,8 +39,23 @@ pub struct Metrics {
     pub exchange_cache_miss: Counter,
     exchange_failed: Vec<(&'static str, Counter)>,
     denied_by_reason: Vec<(&'static str, Counter)>,
-    /// `mcp_authz.mcp.<allowed|denied>.<method>[.<tool>]`, defined on first use.
-    per_method: RefCell<HashMap<String, Counter>>,
+    /// Names that rules give literally to a tool, prompt or resource, with the rule's method: the only
+    /// names a per-method counter carries (anything else a client sends is counted as `other`).
+    named_targets: Vec<(Glob, usize)>,
+    /// The distinct names of `named_targets`.
+    target_names: Vec<String>,
+    /// `mcp_authz.mcp.<allowed|denied>.<method>[.<tool>]`, defined on first use. Looked up by
+    /// [`McpKey`], so counting a request allocates nothing (this runs on every MCP request).
+    per_method: RefCell<Vec<(McpKey, Counter)>>,
+}
+
+/// Which per-method counter: outcome, method (index in `KNOWN_METHODS`, None for `other`), and target
+/// (None: the method has none; Some(None): `other`; Some(Some(i)): `target_names[i]`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct McpKey {
+    allowed: bool,
+    method: Option<usize>,
+    target: Option<Option<usize>>,
 }
 
 /// A counter id, or nothing when the host refused to define it (metrics must never stop traffic).
@@ -60,7 +75,7 @@ impl Counter {
 }
 
 impl Metrics {
-    pub fn define() -> Metrics {
+    pub fn define(policy: &Policy) -> Metrics {
         let c = |name: &str| Counter::define(&format!("mcp_authz.{name}"));
         let mut reasons: Vec<&'static str> = Rejection::ALL.iter().map(|r| r.code()).collect();
         reasons.extend([
@@ -81,6 +96,19 @@ impl Metrics {
             "access_denied",
             "exchange_failed",
         ]);
+        let mut target_names: Vec<String> = Vec::new();
+        let mut named_targets = Vec::new();
+        for rule in &policy.rules {
+            let Some(name) = rule.target.as_ref().map(Glob::as_string) else { continue };
+            if name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-:".contains(&b)) {
+                continue; // not a safe stat name segment: counted as `other`
+            }
+            let index = target_names.iter().position(|n| *n == name).unwrap_or_else(|| {
+                target_names.push(name);
+                target_names.len() - 1
+            });
+            named_targets.push((rule.method.clone(), index));
+        }
         Metrics {
             allowed: c("allowed"),
             denied: c("denied"),
@@ -96,29 +124,42 @@ impl Metrics {
             exchange_cache_miss: c("exchange.cache_miss"),
             exchange_failed: EXCHANGE_ERRORS.iter().map(|e| (*e, c(&format!("exchange.failed.{e}")))).collect(),
             denied_by_reason: reasons.into_iter().map(|r| (r, c(&format!("denied.{r}")))).collect(),
-            per_method: RefCell::new(HashMap::new()),
+            named_targets,
+            target_names,
+            per_method: RefCell::new(Vec::new()),
         }
     }
 
     /// Counts an MCP decision per method, and per tool/prompt/resource for names that a rule names
     /// literally. Method and name come from the client: anything not known from configuration is
     /// counted as `other`, so a client cannot create unbounded stats.
-    pub fn count_mcp(&self, outcome: &str, method: &str, target: Option<&str>, policy: &Policy) {
-        let method_part = if KNOWN_METHODS.contains(&method) { method.replace('/', "_") } else { "other".into() };
-        let mut name = format!("mcp_authz.mcp.{outcome}.{method_part}");
-        if let Some(target) = target {
-            let configured = policy
-                .rules
+    pub fn count_mcp(&self, allowed: bool, method: &str, target: Option<&str>) {
+        let method_index = KNOWN_METHODS.iter().position(|m| *m == method);
+        let target_index = target.map(|target| {
+            self.named_targets
                 .iter()
-                .any(|r| r.method.matches(method) && r.target.as_ref().is_some_and(|t| t.as_string() == target));
-            let safe = configured
-                && target.len() <= 64
-                && target.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-:".contains(&b));
-            name.push('.');
-            name.push_str(if safe { target } else { "other" });
-        }
-        let counter = *self.per_method.borrow_mut().entry(name).or_insert_with_key(|n| Counter::define(n));
+                .find(|(rule_method, i)| self.target_names[*i] == target && rule_method.matches(method))
+                .map(|(_, i)| *i)
+        });
+        let key = McpKey { allowed, method: method_index, target: target_index };
+        let found = self.per_method.borrow().iter().find(|(k, _)| *k == key).map(|(_, c)| *c);
+        let counter = found.unwrap_or_else(|| {
+            let counter = Counter::define(&self.mcp_counter_name(key));
+            self.per_method.borrow_mut().push((key, counter));
+            counter
+        });
         counter.inc();
+    }
+
+    fn mcp_counter_name(&self, key: McpKey) -> String {
+        let outcome = if key.allowed { "allowed" } else { "denied" };
+        let method = key.method.map_or_else(|| "other".to_string(), |i| KNOWN_METHODS[i].replace('/', "_"));
+        let mut name = format!("mcp_authz.mcp.{outcome}.{method}");
+        if let Some(target) = key.target {
+            name.push('.');
+            name.push_str(target.map_or("other", |i| self.target_names[i].as_str()));
+        }
+        name
     }
 
     pub fn count_exchange_failure(&self, error: &str) {

@@ -444,7 +444,7 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
     match inspect::inspect(body, &mirror, &config.mcp.policy, &principal, config.mcp.filter_lists) {
         Ok(authorized) => {
             for call in &authorized.calls {
-                worker.metrics.count_mcp("allowed", &call.method, call.target.as_deref(), &config.mcp.policy);
+                worker.metrics.count_mcp(true, &call.method, call.target.as_deref());
             }
             if !authorized.lists.is_empty() {
                 // The list response must be readable to be trimmed.
@@ -465,7 +465,7 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
         }
         Err(Refusal::Forbidden { refused, others, batch }) => {
             for r in &refused {
-                worker.metrics.count_mcp("denied", &r.method, r.target.as_deref(), &config.mcp.policy);
+                worker.metrics.count_mcp(false, &r.method, r.target.as_deref());
                 let detail = match &r.access {
                     crate::mcp::rules::Access::InsufficientScope { missing, rule, .. } => {
                         format!("missing_scopes={:?} rule={rule}", missing.join(" "))

@@ -91,10 +91,11 @@ impl Worker {
             config.credentials.cache_margin_seconds,
         );
         let config_slots = config.credentials.cache_max_entries.min(crate::exchange::shared::MAX_SLOTS);
+        let metrics = Metrics::define(&config.mcp.policy);
         Worker {
             authn: RefCell::new(Authenticator::new(config.clone())),
             config,
-            metrics: Metrics::define(),
+            metrics,
             remotes,
             waiters: RefCell::new(Vec::new()),
             body_waits: RefCell::new(Vec::new()),

@@ -82,7 +82,7 @@ pub fn inspect(
                 }
                 let credential =
                     policy.rule_for(&call.method, call.target.as_deref()).and_then(|r| r.credential.clone());
-                let meta = call.params.as_ref().and_then(|p| p.get("_meta")).and_then(Value::as_object).cloned();
+                let meta = call.meta.clone();
                 authorized.calls.push(AllowedCall {
                     method: call.method.clone(),
                     target: call.target.clone(),

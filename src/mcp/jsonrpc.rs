@@ -1,10 +1,15 @@
 //! JSON-RPC 2.0 request bodies as MCP clients send them: one message or a batch (MCP 2025-03-26).
 //!
-//! The whole body is parsed with duplicate-key rejection (see `json_strict`), so the request the filter
-//! authorizes is the request every upstream parser sees. Only the fields a decision needs are kept.
+//! The whole body is checked with duplicate-key rejection (see `json_strict`), so the request the filter
+//! authorizes is the request every upstream parser sees. Only the fields a decision needs are kept: the
+//! rest (a tool's `arguments`, results) is checked where it lies in the input and never built, which
+//! makes this several times cheaper than building a `Value` of the body on every request.
 
 use super::rules::KNOWN_METHODS;
+use crate::json_strict::{Checked, Key, KeySet, Strict};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 
 /// A JSON-RPC error the filter answers with: HTTP status, JSON-RPC code, message.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +55,8 @@ pub struct Call {
     pub method: String,
     /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read).
     pub target: Option<String>,
-    pub params: Option<Map<String, Value>>,
+    /// `params._meta`, when it is an object (the connector contract reads it).
+    pub meta: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,27 +79,202 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ProtocolError> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         return Err(ProtocolError::new(400, PARSE_ERROR, "Parse error: byte order mark is not allowed"));
     }
-    let doc = crate::json_strict::parse(bytes)
+    // The whole document is read (and a duplicate key anywhere refused) before any message is judged,
+    // so a parse error always wins over an invalid message, as with a parser that builds the document.
+    let doc = serde_json::from_slice::<Document>(bytes)
         .map_err(|e| ProtocolError::new(400, PARSE_ERROR, format!("Parse error: {}", short(&e.to_string()))))?;
     match doc {
-        Value::Array(items) => {
+        Document::Batch(items) => {
             if items.is_empty() {
                 return Err(ProtocolError::new(400, INVALID_REQUEST, "Invalid Request: empty batch"));
             }
             let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
             Ok(Body { messages, batch: true })
         }
-        other => Ok(Body { messages: vec![message(other)?], batch: false }),
+        Document::Single(item) => Ok(Body { messages: vec![message(item)?], batch: false }),
     }
 }
 
-fn message(v: Value) -> Result<Message, ProtocolError> {
+/// A body as read: one message or a batch. Nothing in it is judged yet.
+enum Document {
+    Single(Item),
+    Batch(Vec<Item>),
+}
+
+/// One element of a body: an object's fields that a decision reads, or anything else (invalid).
+enum Item {
+    Object(Fields),
+    NotAnObject,
+}
+
+/// The members of a message object that matter, each as sent; the others were only checked.
+#[derive(Default)]
+struct Fields {
+    jsonrpc: Option<Value>,
+    id: Option<Value>,
+    method: Option<Value>,
+    params: Option<Params>,
+    has_result: bool,
+    has_error: bool,
+}
+
+enum Params {
+    /// `name`, `uri` and `_meta` as sent (which one is the target depends on `method`, which may come
+    /// later in the object).
+    Object {
+        name: Option<Value>,
+        uri: Option<Value>,
+        meta: Option<Value>,
+    },
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DocumentVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ParamsVisitor)
+    }
+}
+
+/// Accepts any JSON value as "not an object" after checking it (an array's elements, strictly); object
+/// visitors build on it. `expecting` is never shown: every JSON type is accepted.
+macro_rules! accept_non_objects {
+    ($not_an_object:expr) => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($not_an_object)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($not_an_object)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($not_an_object)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            crate::json_strict::check_f64(v).map(|()| $not_an_object)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($not_an_object)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($not_an_object)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok($not_an_object)
+        }
+    };
+}
+
+fn skip_elements<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<Checked>()?.is_some() {}
+    Ok(())
+}
+
+struct DocumentVisitor;
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = Document;
+    accept_non_objects!(Document::Single(Item::NotAnObject));
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Item>()? {
+            items.push(item);
+        }
+        Ok(Document::Batch(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Document, A::Error> {
+        ItemVisitor.visit_map(map).map(Document::Single)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+    accept_non_objects!(Item::NotAnObject);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item, A::Error> {
+        skip_elements(seq).map(|()| Item::NotAnObject)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut keys = KeySet::default();
+        let mut fields = Fields::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let member = key.as_ref();
+            let kept = match member {
+                "jsonrpc" => Some(&mut fields.jsonrpc),
+                "id" => Some(&mut fields.id),
+                "method" => Some(&mut fields.method),
+                _ => None,
+            };
+            let (params, result, error) = (member == "params", member == "result", member == "error");
+            keys.insert(key)?;
+            match kept {
+                Some(field) => *field = Some(map.next_value::<Strict>()?.0),
+                None if params => fields.params = Some(map.next_value::<Params>()?),
+                None => {
+                    map.next_value::<Checked>()?;
+                    fields.has_result |= result;
+                    fields.has_error |= error;
+                }
+            }
+        }
+        Ok(Item::Object(fields))
+    }
+}
+
+struct ParamsVisitor;
+
+impl<'de> Visitor<'de> for ParamsVisitor {
+    type Value = Params;
+    accept_non_objects!(Params::NotAnObject);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Params, A::Error> {
+        skip_elements(seq).map(|()| Params::NotAnObject)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+        let mut keys = KeySet::default();
+        let (mut name, mut uri, mut meta) = (None, None, None);
+        while let Some(Key(key)) = map.next_key()? {
+            let slot = match key.as_ref() {
+                "name" => Some(&mut name),
+                "uri" => Some(&mut uri),
+                "_meta" => Some(&mut meta),
+                _ => None,
+            };
+            keys.insert(key)?;
+            match slot {
+                Some(slot) => *slot = Some(map.next_value::<Strict>()?.0),
+                None => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Params::Object { name, uri, meta })
+    }
+}
+
+fn message(item: Item) -> Result<Message, ProtocolError> {
     let invalid = |m: &str| ProtocolError::new(400, INVALID_REQUEST, format!("Invalid Request: {m}"));
-    let Value::Object(mut obj) = v else { return Err(invalid("each message must be an object")) };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    let Item::Object(fields) = item else { return Err(invalid("each message must be an object")) };
+    if fields.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
         return Err(invalid("\"jsonrpc\" must be \"2.0\""));
     }
-    let id = match obj.remove("id") {
+    let id = match fields.id {
         None => None,
         Some(id @ Value::String(_)) => Some(id),
         // Integers that every JSON parser reads alike: `1.0`, `1e0` or 2^53+1 would be echoed back as a
@@ -106,8 +287,8 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
         }
         Some(_) => return Err(invalid("\"id\" must be a string or a number")),
     };
-    let Some(method) = obj.remove("method") else {
-        let is_response = id.is_some() && (obj.contains_key("result") ^ obj.contains_key("error"));
+    let Some(method) = fields.method else {
+        let is_response = id.is_some() && (fields.has_result ^ fields.has_error);
         return if is_response { Ok(Message::Response) } else { Err(invalid("no \"method\"")) };
     };
     let id_value = id.clone().unwrap_or(Value::Null);
@@ -122,15 +303,15 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
         )
         .with_id(&id_value));
     }
-    let params = match obj.remove("params") {
-        None => None,
-        Some(Value::Object(p)) => Some(p),
-        Some(_) => return Err(invalid("\"params\" must be an object").with_id(&id_value)),
+    let (name, uri, meta) = match fields.params {
+        None => (None, None, None),
+        Some(Params::Object { name, uri, meta }) => (name, uri, meta),
+        Some(Params::NotAnObject) => return Err(invalid("\"params\" must be an object").with_id(&id_value)),
     };
     let target = match target_field(&method) {
         None => None,
-        Some(field) => match params.as_ref().and_then(|p| p.get(field)) {
-            Some(Value::String(uri)) if field == "uri" && !canonical_uri(uri) => {
+        Some(field) => match if field == "uri" { uri } else { name } {
+            Some(Value::String(uri)) if field == "uri" && !canonical_uri(&uri) => {
                 return Err(ProtocolError::new(
                     400,
                     INVALID_PARAMS,
@@ -138,7 +319,7 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
                 )
                 .with_id(&id_value));
             }
-            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::String(s)) => Some(s),
             _ => {
                 return Err(ProtocolError::new(
                     400,
@@ -149,7 +330,11 @@ fn message(v: Value) -> Result<Message, ProtocolError> {
             }
         },
     };
-    Ok(Message::Call(Call { id, method, target, params }))
+    let meta = match meta {
+        Some(Value::Object(meta)) => Some(meta),
+        _ => None,
+    };
+    Ok(Message::Call(Call { id, method, target, meta }))
 }
 
 /// The MCP method that `method` spells differently (other letter case, Unicode case variants such as
@@ -226,6 +411,55 @@ mod tests {
         assert_eq!((c.id, c.method.as_str(), c.target.as_deref()), (Some(json!(1)), "tools/call", Some("getTasks")));
         let c = call(r#"{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"file:///x"}}"#);
         assert_eq!(c.target.as_deref(), Some("file:///x"));
+    }
+
+    #[test]
+    fn meta_is_read_and_arguments_are_not_kept() {
+        let c = call(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":[1,{"b":2}]},"_meta":{"temp_token":"x"}}}"#,
+        );
+        assert_eq!(c.meta, json!({"temp_token": "x"}).as_object().cloned());
+        let c = call(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":"x"}}"#);
+        assert_eq!(c.meta, None, "a _meta that is not an object is not read");
+    }
+
+    /// Only a few fields are built; everything else is still read as strictly as the whole document was.
+    #[test]
+    fn duplicate_keys_in_unread_parts_are_parse_errors() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"x":{"k":1,"k":2}}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":[{"k":1,"k":2}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","n\u0061me":"u"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[{"k":1,"k":2}]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"k":1,"k":2}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"code":2}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":{"k":1,"k":2}}"#,
+            r#"{"jsonrpc":"2.0","id":{"k":1,"k":2},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","i\u0064":1,"id":2,"method":"ping"}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},[{"k":1,"k":2}]]"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"ping","method":"x"}]"#,
+            // A later duplicate wins over an earlier invalid message: the whole body is read first.
+            r#"[42,{"k":1,"k":2}]"#,
+        ] {
+            let err = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(err.code, PARSE_ERROR, "{body}: {err:?}");
+            assert!(err.message.contains("duplicate key"), "{body}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_in_unread_parts_is_an_error_not_a_stack_overflow() {
+        let deep = |open: &str| open.repeat(100_000);
+        for body in [
+            deep("["),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{}"#,
+                deep("[")
+            ),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","extra":{}"#, deep(r#"{"a":"#)),
+        ] {
+            assert_eq!(parse(body.as_bytes()).unwrap_err().code, PARSE_ERROR);
+        }
     }
 
     #[test]
