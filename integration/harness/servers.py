@@ -18,6 +18,10 @@ MAX_HANG_SECONDS = 60.0
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5. A burst released at once (16 requests that waited for
+    # one exchange, over 4 workers' fresh upstream connections) overflowed it: the kernel dropped the
+    # extra SYNs, and Envoy's 1 s connect timeout ran out before the retransmission (503).
+    request_queue_size = 128
 
 
 class _BackgroundServer:
