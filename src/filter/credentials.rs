@@ -6,7 +6,7 @@
 
 use super::stream::{self, StreamState};
 use super::worker::Worker;
-use super::{fingerprint, now_ms};
+use super::{compare_and_swap_cas, fingerprint, now_ms};
 use crate::authn::Denial;
 use crate::exchange::cache::{Key, Lookup};
 use crate::exchange::plan::{self, Step};
@@ -213,11 +213,6 @@ fn dispatch(
     }
 }
 
-/// Envoy's cas values count up from 1 across all shared data of the process (proxy-wasm-cpp-host
-/// `SharedData`), so an existing record holds this one only after ~4 billion writes, and then only by
-/// chance; the cost of that chance is one extra exchange callout.
-const CREATE_IF_ABSENT: u32 = u32::MAX;
-
 /// Reads the process-wide slot for `key`; takes its lease (compare-and-swap) when it is free.
 fn claim(worker: &Worker, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
     let (name, hex) = (shared::slot_name(key, worker.exchange_slots), shared::key_hex(key));
@@ -230,13 +225,10 @@ fn claim(worker: &Worker, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
             Found::Token { token, usable_until_ms } => return Claim::Token { token, usable_until_ms },
             Found::Leased { until_ms } => return Claim::Wait { until_ms },
             Found::Free => {
-                // A slot used for the first time does not exist yet, so there is no cas to compare. Writing
-                // without one would let two workers that both read "absent" both take the lease and both
-                // call out. Envoy creates an absent key whatever the cas, but refuses to overwrite an
-                // existing one unless the cas matches: a cas no record holds makes this "create if
-                // absent", and the loser reads the winner's lease on the next turn.
-                let cas = cas.unwrap_or(CREATE_IF_ABSENT);
-                match hostcalls::set_shared_data(&name, Some(&Slot::leased(&hex, lease_until_ms).encode()), Some(cas)) {
+                // A slot used for the first time does not exist yet: without a cas two workers could both
+                // take the lease and both call out.
+                let cas = compare_and_swap_cas(cas);
+                match hostcalls::set_shared_data(&name, Some(&Slot::leased(&hex, lease_until_ms).encode()), cas) {
                     Err(Status::CasMismatch) => continue, // another worker wrote first: read again
                     result => return Claim::Lead { leased: result.is_ok() },
                 }

@@ -1,6 +1,7 @@
 //! State of one worker VM, shared by its root context and its streams: configuration, keys, cache,
 //! counters, the JWKS shared-data records, and the requests held while keys are fetched.
 
+use super::compare_and_swap_cas;
 use super::metrics::Metrics;
 use super::stream::StreamState;
 use crate::config::{Config, JwksSource, RemoteJwks};
@@ -127,7 +128,7 @@ impl Worker {
         for _ in 0..CAS_ATTEMPTS {
             let (current, cas) = self.read_state(slot);
             let next = change(&current)?;
-            match hostcalls::set_shared_data(&slot.state_key, Some(&next.encode()), cas) {
+            match hostcalls::set_shared_data(&slot.state_key, Some(&next.encode()), compare_and_swap_cas(cas)) {
                 Ok(()) => return Some(next),
                 Err(Status::CasMismatch) => continue,
                 Err(status) => {
@@ -141,8 +142,10 @@ impl Worker {
 
     /// Creates the shared record if no VM has yet (first configure on the main thread).
     pub fn ensure_state(&self, slot: &RemoteSlot) {
-        if let Ok((None, _)) = hostcalls::get_shared_data(&slot.state_key) {
-            let _ = hostcalls::set_shared_data(&slot.state_key, Some(&SharedState::default().encode()), None);
+        if let Ok((None, cas)) = hostcalls::get_shared_data(&slot.state_key) {
+            // Create only: another VM may have created it (and a worker leased a fetch) since the read.
+            let record = SharedState::default().encode();
+            let _ = hostcalls::set_shared_data(&slot.state_key, Some(&record), compare_and_swap_cas(cas));
         }
     }
 
