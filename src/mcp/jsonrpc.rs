@@ -6,10 +6,9 @@
 //! makes this several times cheaper than building a `Value` of the body on every request.
 
 use super::rules::KNOWN_METHODS;
-use crate::json_strict::{Checked, Key, KeySet, Strict};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use crate::json_strict::{Checked, Key, KeySet, Strict, accept_scalars, check_elements};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use std::fmt;
 
 /// A JSON-RPC error the filter answers with: HTTP status, JSON-RPC code, message.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,47 +146,11 @@ impl<'de> Deserialize<'de> for Params {
     }
 }
 
-/// Accepts any JSON value as "not an object" after checking it (an array's elements, strictly); object
-/// visitors build on it. `expecting` is never shown: every JSON type is accepted.
-macro_rules! accept_non_objects {
-    ($not_an_object:expr) => {
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            crate::json_strict::check_f64(v).map(|()| $not_an_object)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-    };
-}
-
-fn skip_elements<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<Checked>()?.is_some() {}
-    Ok(())
-}
-
 struct DocumentVisitor;
 
 impl<'de> Visitor<'de> for DocumentVisitor {
     type Value = Document;
-    accept_non_objects!(Document::Single(Item::NotAnObject));
+    accept_scalars!(Document::Single(Item::NotAnObject));
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
         let mut items = Vec::new();
@@ -201,35 +164,56 @@ impl<'de> Visitor<'de> for DocumentVisitor {
     }
 }
 
+/// The members of a message object that are read (the others are only checked).
+#[derive(Clone, Copy, PartialEq)]
+enum Member {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+    Result,
+    Error,
+    Other,
+}
+
+impl Member {
+    fn of(key: &str) -> Member {
+        match key {
+            "jsonrpc" => Member::Jsonrpc,
+            "id" => Member::Id,
+            "method" => Member::Method,
+            "params" => Member::Params,
+            "result" => Member::Result,
+            "error" => Member::Error,
+            _ => Member::Other,
+        }
+    }
+}
+
 struct ItemVisitor;
 
 impl<'de> Visitor<'de> for ItemVisitor {
     type Value = Item;
-    accept_non_objects!(Item::NotAnObject);
+    accept_scalars!(Item::NotAnObject);
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item, A::Error> {
-        skip_elements(seq).map(|()| Item::NotAnObject)
+        check_elements(seq).map(|()| Item::NotAnObject)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
         let mut keys = KeySet::default();
         let mut fields = Fields::default();
         while let Some(Key(key)) = map.next_key()? {
-            let member = key.as_ref();
-            let kept = match member {
-                "jsonrpc" => Some(&mut fields.jsonrpc),
-                "id" => Some(&mut fields.id),
-                "method" => Some(&mut fields.method),
-                _ => None,
-            };
-            let (params, result, error) = (member == "params", member == "result", member == "error");
+            let member = Member::of(&key);
             keys.insert(key)?;
-            match kept {
-                Some(field) => *field = Some(map.next_value::<Strict>()?.0),
-                None if params => fields.params = Some(map.next_value::<Params>()?),
-                None => {
+            match member {
+                Member::Jsonrpc => fields.jsonrpc = Some(map.next_value::<Strict>()?.0),
+                Member::Id => fields.id = Some(map.next_value::<Strict>()?.0),
+                Member::Method => fields.method = Some(map.next_value::<Strict>()?.0),
+                Member::Params => fields.params = Some(map.next_value::<Params>()?),
+                Member::Result | Member::Error | Member::Other => {
                     map.next_value::<Checked>()?;
-                    fields.has_result |= result;
-                    fields.has_error |= error;
+                    fields.has_result |= member == Member::Result;
+                    fields.has_error |= member == Member::Error;
                 }
             }
         }
@@ -241,10 +225,10 @@ struct ParamsVisitor;
 
 impl<'de> Visitor<'de> for ParamsVisitor {
     type Value = Params;
-    accept_non_objects!(Params::NotAnObject);
+    accept_scalars!(Params::NotAnObject);
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Params, A::Error> {
-        skip_elements(seq).map(|()| Params::NotAnObject)
+        check_elements(seq).map(|()| Params::NotAnObject)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
         let mut keys = KeySet::default();
