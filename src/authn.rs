@@ -42,7 +42,26 @@ pub const REASON_MISSING_TOKEN: &str = "missing_token";
 pub const REASON_MULTIPLE_TOKENS: &str = "multiple_tokens";
 pub const REASON_KEYS_UNAVAILABLE: &str = "jwks_unavailable";
 pub const REASON_ORIGIN: &str = "origin_not_allowed";
+pub const REASON_AMBIGUOUS_PATH: &str = "ambiguous_path";
 
+/// The path every decision is made on: the `:path` without query or fragment, read as an upstream would
+/// route it (`crate::path`). Envoy forwards the path as the client spelled it, normalised or not, so a
+/// spelling whose readings would get different decisions (guarded or not, MCP endpoint or not) is
+/// refused: the filter cannot know which reading the upstream makes.
+pub fn request_path(config: &Config, raw: &str) -> Result<String, Denial> {
+    let without_query = raw.split(['?', '#']).next().unwrap_or("");
+    let reading = crate::path::read(without_query);
+    if reading.is_ambiguous() {
+        let decision = |p: &str| (config.paths.iter().any(|m| m.matches(p)), is_mcp_path(config, p));
+        let canonical = decision(&reading.canonical);
+        if reading.others.iter().any(|other| decision(other) != canonical) {
+            return Err(Denial { reason: REASON_AMBIGUOUS_PATH, reply: reply::ambiguous_path() });
+        }
+    }
+    Ok(reading.canonical)
+}
+
+/// `head.path` is the path from [`request_path`].
 pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
     let path = head.path.split(['?', '#']).next().unwrap_or("");
     if let Some(meta) = &config.resource_metadata
@@ -72,6 +91,9 @@ pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
     }
     match head.token_values.as_slice() {
         [] => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+        [value] if holds_several_credentials(&config.token.scheme, value) => {
+            deny(REASON_MULTIPLE_TOKENS, reply::invalid_request("More than one credential was sent"))
+        }
         [value] => match extract_token(&config.token.scheme, value) {
             Some(token) => HeadDecision::Authenticate(token.to_string()),
             None => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
@@ -102,6 +124,15 @@ pub fn extract_token<'a>(scheme: &str, value: &'a str) -> Option<&'a str> {
         rest.trim_start_matches(' ')
     };
     (!token.is_empty()).then_some(token)
+}
+
+/// Envoy joins a repeated request header into one value separated by commas, so two `Authorization`
+/// headers (or a bearer and a Basic credential) arrive as `Bearer a,Basic b`. A bearer token never holds
+/// a comma (RFC 6750 `b64token`), so a comma next to a credential of our scheme means several were sent.
+/// A value with commas and no credential of our scheme (`Digest a=b, c=d`) is someone else's: no token.
+fn holds_several_credentials(scheme: &str, value: &str) -> bool {
+    value.contains(',')
+        && (scheme.is_empty() || value.split(',').any(|part| extract_token(scheme, part.trim()).is_some()))
 }
 
 /// What the request should do after a verdict.
@@ -254,6 +285,45 @@ mod tests {
         assert_eq!((d.reason, d.reply.status), (REASON_ORIGIN, 403));
         let allowed = RequestHead { origin: Some("https://app.example.com"), ..head("POST", "/mcp", vec!["Bearer t"]) };
         assert_eq!(decide_head(&c, &allowed), HeadDecision::Authenticate("t".into()));
+    }
+
+    #[test]
+    fn several_credentials_joined_by_envoy_are_400() {
+        let c = config();
+        for value in ["Bearer a,Bearer b", "Bearer a, Basic Zm9vOmJhcg==", "Basic Zm9vOmJhcg==, Bearer a", "Bearer a,b"]
+        {
+            let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp", vec![value])) else { panic!("{value}") };
+            assert_eq!((d.reason, d.reply.status), (REASON_MULTIPLE_TOKENS, 400), "{value}");
+            assert_eq!(d.reply.header("www-authenticate"), Some("Bearer error=\"invalid_request\""));
+        }
+        // Someone else's scheme with auth-params: not a bearer credential at all.
+        let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp", vec!["Digest a=b, c=d"])) else { panic!() };
+        assert_eq!((d.reason, d.reply.status), (REASON_MISSING_TOKEN, 401));
+        assert!(holds_several_credentials("", "a,b"));
+        assert!(!holds_several_credentials("Bearer", "Bearer a"));
+    }
+
+    #[test]
+    fn request_path_is_the_canonical_reading_and_ambiguity_that_matters_is_refused() {
+        let c = crate::config::parse(
+            br#"{"providers":[{"issuer":"https://idp","audiences":["a"],"jwks":{"inline":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}],
+                "paths":[{"prefix":"/mcp"}]}"#,
+        )
+        .unwrap();
+        for raw in ["/%6dcp", "/%6Dcp?x=1", "/m%63p", "//mcp", "/./mcp", "/x/../mcp", "/MCP"] {
+            let path = request_path(&c, raw).unwrap();
+            assert!(c.paths[0].matches(&path), "{raw} -> {path}");
+        }
+        // Readings that would change the decision: refused, whichever way.
+        for raw in
+            ["/x%2F..%2Fmcp", "/%2Fmcp", "/x%5C..%5Cmcp", "/x\\..\\mcp", "/mcp%2F..%2Fadmin", "/x//../mcp", "/%256dcp"]
+        {
+            let denial = request_path(&c, raw).unwrap_err();
+            assert_eq!((denial.reason, denial.reply.status), (REASON_AMBIGUOUS_PATH, 400), "{raw}");
+        }
+        // Ambiguous spellings whose every reading gets the same decision pass on the canonical one.
+        assert_eq!(request_path(&c, "/mcp%2Fx").unwrap(), "/mcp%2Fx");
+        assert_eq!(request_path(&c, "/static/a;b").unwrap(), "/static/a;b");
     }
 
     #[test]

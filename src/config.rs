@@ -12,6 +12,7 @@ use crate::jwt::jwk::KeySet;
 use crate::jwt::signature::Algorithm;
 use crate::mcp::glob::Glob;
 use crate::mcp::rules::{self, ClaimCondition, ClaimTest, Policy, Rule, Unlisted};
+use crate::mcp::sessions::SessionPolicy;
 use serde::Deserialize;
 use std::fmt;
 
@@ -30,6 +31,8 @@ pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_LIST_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+pub const DEFAULT_SESSION_IDLE_TIMEOUT_SECONDS: u64 = 86_400;
 pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_EXCHANGE_CACHE_ENTRIES: usize = 10_000;
 pub const DEFAULT_EXCHANGE_MARGIN_SECONDS: u64 = 30;
@@ -116,6 +119,7 @@ pub struct McpConfig {
     pub policy: Policy,
     pub filter_lists: bool,
     pub max_list_response_bytes: usize,
+    pub sessions: SessionPolicy,
 }
 
 impl McpConfig {
@@ -325,7 +329,22 @@ struct RawMcp {
     #[serde(default)]
     max_list_response_bytes: Option<usize>,
     #[serde(default)]
+    sessions: Option<RawSessions>,
+    #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    #[serde(default)]
+    binding: Option<String>,
+    #[serde(default)]
+    unknown_sessions: Option<String>,
+    #[serde(default)]
+    max_sessions: Option<usize>,
+    #[serde(default)]
+    idle_timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -830,6 +849,7 @@ fn validate_mcp(
             .map(|(i, r)| validate_rule(&format!("{field}.rules[{i}]"), r, credentials))
             .collect::<Result<_, _>>()?,
     };
+    let sessions = validate_sessions(&format!("{field}.sessions"), m.sessions.unwrap_or_default())?;
     Ok(McpConfig {
         paths,
         max_body_bytes,
@@ -838,7 +858,29 @@ fn validate_mcp(
         policy,
         filter_lists: m.filter_lists.unwrap_or(true),
         max_list_response_bytes,
+        sessions,
     })
+}
+
+/// A setting spelled as one of a few words: the value of the word given, or of the first one (the
+/// default) when none is.
+fn one_of<T: Copy>(field: &str, given: Option<String>, words: &[(&str, T)]) -> Result<T, ConfigError> {
+    let Some(given) = given else { return Ok(words[0].1) };
+    words.iter().find(|(word, _)| *word == given).map(|(_, value)| *value).ok_or_else(|| {
+        let names: Vec<String> = words.iter().map(|(word, _)| format!("{word:?}")).collect();
+        ConfigError::new(field, format!("{given:?} must be {}", names.join(" or ")))
+    })
+}
+
+fn validate_sessions(field: &str, s: RawSessions) -> Result<SessionPolicy, ConfigError> {
+    let bind = one_of(&format!("{field}.binding"), s.binding, &[("subject", true), ("off", false)])?;
+    let adopt_unknown =
+        one_of(&format!("{field}.unknown_sessions"), s.unknown_sessions, &[("refuse", false), ("adopt", true)])?;
+    let max_sessions = s.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+    check_range(&format!("{field}.max_sessions"), max_sessions as u64, 16, 1_000_000)?;
+    let idle_timeout_seconds = s.idle_timeout_seconds.unwrap_or(DEFAULT_SESSION_IDLE_TIMEOUT_SECONDS);
+    check_range(&format!("{field}.idle_timeout_seconds"), idle_timeout_seconds, 60, 30 * 86_400)?;
+    Ok(SessionPolicy { bind, adopt_unknown, max_sessions, idle_timeout_ms: idle_timeout_seconds * 1000 })
 }
 
 fn validate_rule(field: &str, r: RawRule, credentials: &Credentials) -> Result<Rule, ConfigError> {
@@ -1084,7 +1126,19 @@ fn validate_path_match(field: &str, m: RawPathMatch) -> Result<PathMatch, Config
     if !p.starts_with('/') || p.contains(['?', '#']) {
         return Err(ConfigError::new(field, "must be a path starting with '/' without query or fragment"));
     }
-    Ok(pm)
+    // Requests are matched on their canonical reading (`crate::path`), so the configured path is taken
+    // in that form too: `/caf%c3%a9` and `/café` both guard what a client spells either way.
+    let reading = crate::path::read(p);
+    if reading.is_ambiguous() {
+        return Err(ConfigError::new(
+            field,
+            "must have one reading: no encoded '/' or '\\', NUL, ';' parameters, double escapes or '//' before '..'",
+        ));
+    }
+    Ok(match pm {
+        PathMatch::Exact(_) => PathMatch::Exact(reading.canonical),
+        PathMatch::Prefix(_) => PathMatch::Prefix(reading.canonical),
+    })
 }
 
 fn validate_resource_metadata(field: &str, m: RawResourceMetadata) -> Result<ResourceMetadata, ConfigError> {
@@ -1223,7 +1277,14 @@ mod tests {
         assert_eq!(c.providers[0].clock_skew_seconds, 60);
         assert!(c.providers[0].require_exp);
         assert_eq!(c.mcp.policy.unlisted_tools, Unlisted::Deny);
+        assert_eq!(
+            c.mcp.sessions,
+            SessionPolicy { bind: true, adopt_unknown: false, max_sessions: 10_000, idle_timeout_ms: 86_400_000 }
+        );
         assert_eq!(c.credentials.default, None);
+        // Configured paths are matched in canonical form, as requests are.
+        let c = parse(with(&["paths"], json!([{"prefix": "/caf%c3%a9/%7euser/./x"}])).to_string().as_bytes()).unwrap();
+        assert_eq!(c.paths, vec![PathMatch::Prefix("/caf%C3%A9/~user/x".into())]);
     }
 
     #[test]
@@ -1241,6 +1302,13 @@ mod tests {
                 "mcp.rules[0].credential",
             ),
             (with(&["mcp", "allowed_origins"], json!(["https://a.example/path"])), "mcp.allowed_origins[0]"),
+            (with(&["paths"], json!([{"prefix": "/x%2F..%2Fmcp"}])), "paths[0]"),
+            (with(&["mcp", "paths"], json!([{"exact": "/mcp;x"}])), "mcp.paths[0]"),
+            (with(&["mcp", "sessions"], json!({"binding": "user"})), "mcp.sessions.binding"),
+            (with(&["mcp", "sessions"], json!({"unknown_sessions": "allow"})), "mcp.sessions.unknown_sessions"),
+            (with(&["mcp", "sessions"], json!({"max_sessions": 1})), "mcp.sessions.max_sessions"),
+            (with(&["mcp", "sessions"], json!({"idle_timeout_seconds": 0})), "mcp.sessions.idle_timeout_seconds"),
+            (with(&["mcp", "sessions"], json!({"ttl": 5})), "mcp.sessions"),
             (with(&["upstream_credentials", "default"], json!("nope")), "upstream_credentials.default"),
             (
                 with(

@@ -5,12 +5,14 @@
 
 pub mod authn;
 pub mod bounded;
+pub mod clip;
 pub mod config;
 pub mod exchange;
 pub mod json_strict;
 pub mod jwks;
 pub mod jwt;
 pub mod mcp;
+pub mod path;
 pub mod reply;
 
 #[cfg(target_arch = "wasm32")]

@@ -71,6 +71,16 @@ pub fn invalid_request(message: &str) -> LocalReply {
         .with_header("www-authenticate", challenge(&["error=\"invalid_request\"".to_string()]))
 }
 
+/// 400 for a path that upstreams could route differently from the filter (`authn::request_path`).
+pub fn ambiguous_path() -> LocalReply {
+    LocalReply::error(
+        400,
+        "invalid_request",
+        "Ambiguous request path: it could be read as another path (encoded separators, NUL, backslashes, \
+         ';' parameters, double escapes or dot segments); send it in its plain form",
+    )
+}
+
 /// 503 while no key set could be loaded: the client's token may be fine, so not a 401.
 pub fn keys_unavailable() -> LocalReply {
     LocalReply::error(503, "temporarily_unavailable", "Signing keys are not available yet; retry later")

@@ -152,10 +152,12 @@ def ecds_document(filter_json: str, wasm: Path) -> dict:
 
 def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_json: str, wasm: Path,
               extra_clusters: dict[str, int] | None = None, stop_iteration_flag: bool = True,
-              ecds_file: Path | None = None) -> dict:
+              ecds_file: Path | None = None, normalize: bool = True) -> dict:
     """A complete Envoy bootstrap: listener -> wasm filter -> router -> mcp_upstream; idp_jwks cluster.
     With `ecds_file`, the Wasm filter's config is not inline but discovered from that file (ECDS, as
-    Istio delivers it), which Envoy watches: replacing the file reconfigures the filter without restart."""
+    Istio delivers it), which Envoy watches: replacing the file reconfigures the filter without restart.
+    `normalize=False` leaves `normalize_path` and `merge_slashes` at Envoy's defaults (off), as most
+    Envoy configurations in the wild have them: the filter must be safe there too."""
     wasm_filter: dict = {"name": "envoy.filters.http.wasm",
                          "typed_config": wasm_filter_config(filter_json, wasm, stop_iteration_flag)}
     if ecds_file is not None:
@@ -168,8 +170,8 @@ def bootstrap(listener_port: int, upstream_port: int, jwks_port: int, filter_jso
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
-        "normalize_path": True,
-        "merge_slashes": True,
+        "normalize_path": normalize,
+        "merge_slashes": normalize,
         # HTTP/1 trailers reach filters only when enabled; the trailers tests need them.
         "http_protocol_options": {"enable_trailers": True},
         "route_config": {
@@ -227,6 +229,7 @@ class Envoy:
         ecds: bool = False,
         bootstrap_fn: Callable[[int], dict] | None = None,
         cpus: str | None = None,
+        normalize: bool = True,
     ) -> None:
         """`bootstrap_fn(listener_port)` replaces the whole bootstrap (the benchmark's own configs; the filter
         arguments are then unused); `cpus` runs Envoy under `taskset -c <cpus>`."""
@@ -266,7 +269,7 @@ class Envoy:
                 self.ecds_path.parent.mkdir(exist_ok=True)
                 self.replace_filter_json(filter_json)
             config = bootstrap(self.listener_port, upstream_port, jwks_port, filter_json, wasm_path(), extra_clusters,
-                               stop_iteration_flag, self.ecds_path)
+                               stop_iteration_flag, self.ecds_path, normalize)
         if concurrency > 1:
             # Spread connections evenly over the workers, so multi-worker tests really use them all (the
             # kernel's default may put every test connection on one worker).

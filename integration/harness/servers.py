@@ -243,6 +243,21 @@ class _EchoHandler(BaseHTTPRequestHandler):
         }
         server._record(record)
         server._hold(headers.get("x-test-id"))
+        scripted = server._answer_for(headers.get("x-test-id"))
+        if scripted is not None:
+            content_type, pieces = scripted
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in pieces:  # each piece its own chunk, flushed: Envoy sees them as separate frames
+                if piece is None:  # wait for `release(f"{test_id}/gate")` before the next piece
+                    server._hold(f"{headers.get('x-test-id')}/gate")
+                    continue
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
         out = json.dumps(record).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -258,6 +273,10 @@ class EchoServer(_BackgroundServer):
 
     `hold(test_id)` makes requests carrying that `x-test-id` wait, after being recorded, until
     `release(test_id)` (or MAX_HANG_SECONDS): a request kept in flight without sleeping.
+    `answer(test_id, content_type, pieces)` scripts the answer to requests carrying that `x-test-id`
+    instead: status 200, chunked, each piece a chunk of its own (an upstream that answers whatever it
+    likes, e.g. a `tools/list` result to another request); a `None` piece waits, if `hold(f"{test_id}/gate")`
+    was called, until `release(f"{test_id}/gate")`.
     """
 
     handler_class = _EchoHandler
@@ -267,6 +286,15 @@ class EchoServer(_BackgroundServer):
         self._lock = threading.Condition()
         self._requests: list[dict] = []
         self._held: dict[str, threading.Event] = {}
+        self._answers: dict[str, tuple[str, list[bytes | None]]] = {}
+
+    def answer(self, test_id: str, content_type: str, pieces: list[bytes | None]) -> None:
+        with self._lock:
+            self._answers[test_id] = (content_type, pieces)
+
+    def _answer_for(self, test_id: str | None) -> tuple[str, list[bytes | None]] | None:
+        with self._lock:
+            return self._answers.get(test_id) if test_id else None
 
     def _record(self, record: dict) -> None:
         with self._lock:

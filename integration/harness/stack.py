@@ -27,6 +27,7 @@ class Stack:
         prepare_jwks: Callable[[JwksServer], None] | None = None,
         name: str = "envoy",
         upstream_port: int | None = None,
+        normalize: bool = True,
     ) -> None:
         self.workdir = Path(workdir)
         self.keys = keys
@@ -36,6 +37,7 @@ class Stack:
         self.prepare_jwks = prepare_jwks
         self.name = name
         self.upstream_port = upstream_port  # None: the in-process echo server is the upstream
+        self.normalize = normalize
         self.jwks: JwksServer | None = None
         self.echo: EchoServer | None = None
         self.envoy: Envoy | None = None
@@ -59,6 +61,7 @@ class Stack:
         envoy = Envoy(
             self.workdir, upstream_port=self.upstream_port or self.echo.port, jwks_port=self.jwks.port,
             filter_cfg=self._filter_cfg, filter_json=raw, concurrency=self.concurrency, name=self.name,
+            normalize=self.normalize,
         )
         self._exit.callback(envoy.stop)
         self.envoy = envoy

@@ -405,7 +405,12 @@ fn apply(worker: &Worker, state: &RefCell<StreamState>, target: usize, upstream_
             hostcalls::set_map_value(MapType::HttpRequestHeaders, "content-length", Some(&new_body.len().to_string()));
     }
     let sub = state.borrow().principal.as_ref().and_then(|p| p.subject.clone()).unwrap_or_default();
-    info!("upstream credential from target {} for sub={sub:?} token={}", t.name, fingerprint(upstream_token));
+    info!(
+        "upstream credential from target {} for sub={:?} token={}",
+        t.name,
+        crate::clip::clip(&sub),
+        fingerprint(upstream_token)
+    );
 }
 
 fn fail(worker: &Worker, state: &RefCell<StreamState>, e: &ExchangeError, id: &Value, provider: &str) {

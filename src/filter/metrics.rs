@@ -2,7 +2,9 @@
 //! `jwt_authn`'s (`allowed`, `denied`, `jwks_fetch_success`, `jwt_cache_hit`, ...) under `mcp_authz.`;
 //! denials are also counted per reason as `mcp_authz.denied.<reason>`. Documented in docs/metrics.md.
 
-use crate::authn::{REASON_KEYS_UNAVAILABLE, REASON_MISSING_TOKEN, REASON_MULTIPLE_TOKENS, REASON_ORIGIN};
+use crate::authn::{
+    REASON_AMBIGUOUS_PATH, REASON_KEYS_UNAVAILABLE, REASON_MISSING_TOKEN, REASON_MULTIPLE_TOKENS, REASON_ORIGIN,
+};
 use crate::jwt::Rejection;
 use crate::mcp::glob::Glob;
 use crate::mcp::head;
@@ -34,6 +36,9 @@ pub struct Metrics {
     pub jwt_cache_hit: Counter,
     pub jwt_cache_miss: Counter,
     pub held_for_keys: Counter,
+    /// Upstream responses on MCP paths replaced by an error or cut because a list in them could not be
+    /// trimmed (compressed, unreadable, too large, or found after part of the response went out).
+    pub response_replaced: Counter,
     pub exchange_ok: Counter,
     pub exchange_cache_hit: Counter,
     pub exchange_cache_miss: Counter,
@@ -83,6 +88,9 @@ impl Metrics {
             REASON_MULTIPLE_TOKENS,
             REASON_KEYS_UNAVAILABLE,
             REASON_ORIGIN,
+            REASON_AMBIGUOUS_PATH,
+            crate::mcp::reply::REASON_SESSION_NOT_FOUND,
+            crate::mcp::reply::REASON_SESSION_NOT_OWNED,
             head::REASON_METHOD,
             head::REASON_MEDIA_TYPE,
             head::REASON_TOO_LARGE,
@@ -119,6 +127,7 @@ impl Metrics {
             jwt_cache_hit: c("jwt_cache_hit"),
             jwt_cache_miss: c("jwt_cache_miss"),
             held_for_keys: c("held_for_keys"),
+            response_replaced: c("response_replaced"),
             exchange_ok: c("exchange.ok"),
             exchange_cache_hit: c("exchange.cache_hit"),
             exchange_cache_miss: c("exchange.cache_miss"),

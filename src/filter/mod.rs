@@ -3,6 +3,7 @@
 mod credentials;
 pub mod metrics;
 pub mod root;
+mod sessions;
 pub mod stream;
 mod worker;
 

@@ -7,13 +7,16 @@
 //! context is effective and never hold a `RefCell` borrow across a hostcall that could re-enter the VM.
 
 use super::credentials;
+use super::sessions;
 use super::worker::{BodyWait, Waiter, Worker};
 use super::{fingerprint, now_ms};
 use crate::authn::{self, Denial, HeadDecision, Outcome, RequestHead};
+use crate::clip::clip;
 use crate::jwks::Refetch;
 use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
 use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal};
+use crate::mcp::list_scan::ListScan;
 use crate::mcp::lists::{self, JsonBody, ListFilter, ListKind, SseRewriter};
 use crate::mcp::reply as mcp_reply;
 use log::{info, warn};
@@ -52,6 +55,35 @@ pub struct StreamState {
     pub response: ResponseMode,
     /// The upstream credential being obtained for this request.
     pub exchange: Option<credentials::Pending>,
+    /// The request is on an MCP endpoint: its response is read for lists, whatever it answers.
+    pub mcp_path: bool,
+    /// The `Mcp-Session-Id` the request names (when sessions are bound to callers).
+    pub session_id: Option<String>,
+    /// The request went upstream (not answered by the filter).
+    pub forwarded: bool,
+}
+
+/// What the response path reads of the upstream's response headers.
+struct ResponseHead<'a> {
+    status: u16,
+    session_id: Option<&'a str>,
+    content_type: &'a str,
+    content_length: Option<&'a str>,
+    /// `Content-Encoding` other than identity: the body cannot be read.
+    encoded: bool,
+}
+
+impl<'a> ResponseHead<'a> {
+    fn of(headers: &'a [(String, String)]) -> ResponseHead<'a> {
+        let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        ResponseHead {
+            status: value(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
+            session_id: value("mcp-session-id"),
+            content_type: value("content-type").unwrap_or(""),
+            content_length: value("content-length"),
+            encoded: value("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -60,12 +92,23 @@ pub enum ResponseMode {
     Untouched,
     /// `application/json` list response: buffered whole, then trimmed.
     Json,
+    /// Any other `application/json` response: scanned for a list result (`list_scan`) while held, up to
+    /// [`MAX_HELD_RESPONSE_BYTES`]; one found then turns this into `Json`. A longer response goes out as
+    /// it comes, and is cut where a list would begin.
+    JsonScan {
+        scan: ListScan,
+        /// Still held (Envoy buffers it): nothing has gone out yet.
+        holding: bool,
+        /// The response's `Content-Length`, left in place: what replaces its body keeps that length.
+        fixed_length: Option<usize>,
+    },
     /// `text/event-stream`: rewritten event by event.
     Sse(SseRewriter),
     /// The response cannot be filtered (compressed, too large): replaced by a JSON-RPC error.
     Replace,
-    /// The replacement was sent; what follows is dropped.
-    Drop,
+    /// The replacement was sent; what follows is dropped, or blanked with spaces when the response
+    /// keeps its `Content-Length` (so the client is not left waiting for bytes that never come).
+    Blank { keep_length: bool },
 }
 
 pub struct Stream {
@@ -82,6 +125,34 @@ impl Stream {
 }
 
 impl Stream {
+    /// The upstream's answer names a session: it is the caller's from now on. A `DELETE` that the
+    /// upstream accepted ends the session's binding.
+    fn learn_session(&self, response: &ResponseHead) {
+        let policy = &self.worker.config.mcp.sessions;
+        if !policy.bind {
+            return;
+        }
+        let (asked, principal, method) = {
+            let s = self.state.borrow();
+            (s.session_id.clone(), s.principal.clone(), s.method.clone())
+        };
+        let Some(principal) = principal else { return };
+        if let Some(asked) = &asked
+            && method == "DELETE"
+            && (200..300).contains(&response.status)
+        {
+            sessions::unbind(policy, asked);
+            return;
+        }
+        let Some(issued) = response.session_id else { return };
+        if asked.as_deref() == Some(issued) {
+            return; // the session the request named, already checked (and refreshed) for this caller
+        }
+        if !sessions::bind(policy, issued, &caller(&self.worker, &principal), now_ms()) {
+            warn!("could not record the owner of a new MCP session in shared data");
+        }
+    }
+
     /// Body frames and trailers: hold until decided; at the end of the request, decide on the body.
     fn request_data(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let (settled, inspect_body, authenticated) = {
@@ -144,17 +215,25 @@ impl HttpContext for Stream {
             }
         }
 
+        let path = match authn::request_path(&config, value(":path").unwrap_or("")) {
+            Ok(path) => path,
+            Err(denial) => {
+                self.state.borrow_mut().path = crate::clip::clip(value(":path").unwrap_or("")).into_owned();
+                deny(&worker, &self.state, &denial, None);
+                return Action::Pause;
+            }
+        };
         let head = RequestHead {
             method: value(":method").unwrap_or(""),
-            path: value(":path").unwrap_or(""),
+            path: &path,
             token_values: headers.iter().filter(|(n, _)| *n == config.token.header).map(|(_, v)| v.as_str()).collect(),
             origin: value("origin"),
             access_control_request_method: value("access-control-request-method"),
         };
         {
             let mut state = self.state.borrow_mut();
-            state.method = head.method.to_string();
-            state.path = head.path.split('?').next().unwrap_or("").to_string();
+            state.method = crate::clip::clip(head.method).into_owned();
+            state.path = crate::clip::clip(&path).into_owned();
         }
         let token = match authn::decide_head(&config, &head) {
             HeadDecision::Bypass => return settle(&self.state, Action::Continue),
@@ -172,7 +251,6 @@ impl HttpContext for Stream {
             }
             HeadDecision::Authenticate(token) => token,
         };
-        let path = self.state.borrow().path.clone();
         if authn::is_mcp_path(&config, &path) {
             let facts = HeadFacts {
                 method: head.method,
@@ -197,6 +275,15 @@ impl HttpContext for Stream {
                     deny(&worker, &self.state, &Denial { reason, reply }, None);
                     return Action::Pause;
                 }
+            }
+            if config.mcp.filter_lists && value("accept-encoding").is_some() {
+                // Every response on an MCP path is read for lists (`list_scan`): it must arrive readable.
+                self.set_http_request_header("accept-encoding", None);
+            }
+            let mut state = self.state.borrow_mut();
+            state.mcp_path = true;
+            if config.mcp.sessions.bind {
+                state.session_id = value("mcp-session-id").map(str::to_string);
             }
         }
         let token: Rc<str> = Rc::from(token);
@@ -229,35 +316,46 @@ impl HttpContext for Stream {
         self.request_data(buffered, true)
     }
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (list_request, event_stream) = {
+        let (read, list_request, event_stream) = {
             let state = self.state.borrow();
-            (!state.lists.is_empty(), state.event_stream)
+            (state.forwarded && state.mcp_path, !state.lists.is_empty(), state.event_stream)
         };
-        if !list_request && !event_stream {
+        if !read {
+            return Action::Continue; // not an MCP endpoint, or the filter's own answer
+        }
+        // One hostcall for the whole map: each single-header read would cross into Envoy again.
+        let headers = self.get_http_response_headers();
+        let response = ResponseHead::of(&headers);
+        self.learn_session(&response);
+        if !self.worker.config.mcp.filter_lists {
             return Action::Continue;
         }
-        let content_type = self.get_http_response_header("content-type").unwrap_or_default().to_ascii_lowercase();
+        let content_type = response.content_type.to_ascii_lowercase();
+        let json = content_type.starts_with("application/json");
         let sse = content_type.starts_with("text/event-stream");
-        let encoded = self
-            .get_http_response_header("content-encoding")
-            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
         let mode = if event_stream && !sse {
             ResponseMode::Untouched // 405 or an error page: a GET answers events only as SSE
-        } else if encoded {
+        } else if response.encoded {
             ResponseMode::Replace
-        } else if content_type.starts_with("application/json") {
+        } else if json && list_request {
             ResponseMode::Json
+        } else if json {
+            // Left as it is (framing included) unless a list is found: then replaced by a body of the same
+            // length, so a `Content-Length` the client already has stays true.
+            let fixed_length = response.content_length.and_then(|l| l.parse().ok());
+            ResponseMode::JsonScan { scan: ListScan::default(), holding: true, fixed_length }
         } else if sse {
             ResponseMode::Sse(SseRewriter::default())
         } else {
-            ResponseMode::Untouched // an error page, not a list
+            ResponseMode::Untouched // not a body MCP clients read as JSON-RPC
         };
-        if !matches!(mode, ResponseMode::Untouched) {
+        let rewrites = !matches!(mode, ResponseMode::Untouched | ResponseMode::JsonScan { .. });
+        if rewrites && response.content_length.is_some() {
             self.set_http_response_header("content-length", None);
-            if matches!(mode, ResponseMode::Replace) {
-                self.set_http_response_header("content-encoding", None);
-                self.set_http_response_header("content-type", Some("application/json"));
-            }
+        }
+        if matches!(mode, ResponseMode::Replace) {
+            self.set_http_response_header("content-encoding", None);
+            self.set_http_response_header("content-type", Some("application/json"));
         }
         self.state.borrow_mut().response = mode;
         Action::Continue
@@ -283,48 +381,107 @@ impl HttpContext for Stream {
         let filter = ListFilter { policy: &config.mcp.policy, principal: &principal };
         let first_id = state.lists.first().map(|(id, _)| id.clone()).unwrap_or(Value::Null);
         let max = config.mcp.max_list_response_bytes;
+        let body =
+            || hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let replace = |new_body: &[u8]| {
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, new_body);
+        };
+        let unfilterable = || {
+            worker.metrics.response_replaced.inc();
+            lists::unfilterable(&first_id).to_string().into_bytes()
+        };
         match &mut state.response {
             ResponseMode::Untouched => Action::Continue,
-            ResponseMode::Drop => {
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &[]);
+            ResponseMode::Blank { keep_length } => {
+                replace(&same_length(Vec::new(), body_size, *keep_length));
                 Action::Continue
+            }
+            ResponseMode::JsonScan { scan, holding, fixed_length } => {
+                // While held, the buffer is the whole response so far; after, each call has its own chunk.
+                let buffer = body();
+                let base = if *holding { 0 } else { scan.offset() };
+                let unread = &buffer[scan.offset().saturating_sub(base).min(buffer.len())..];
+                scan.feed(unread);
+                let keep_length = fixed_length.is_some();
+                let fitted = |new_body: Vec<u8>| same_length(new_body, buffer.len(), keep_length);
+                if !*holding {
+                    let Some(stop) = scan.stop() else { return Action::Continue };
+                    warn!("a list appeared in a response after part of it was forwarded; the response is cut there");
+                    let cut = stop.at().saturating_sub(base).min(buffer.len());
+                    replace(&fitted(buffer[..cut].to_vec()));
+                    worker.metrics.response_replaced.inc();
+                    state.response = ResponseMode::Blank { keep_length };
+                    Action::Continue
+                } else if end_of_stream {
+                    if scan.may_hold_list()
+                        && let Some(new_body) = trimmed_json(&filter, &buffer, unfilterable)
+                    {
+                        replace(&fitted(new_body));
+                    }
+                    Action::Continue
+                } else if scan.stop().is_some() {
+                    // A list (or what is not JSON) in the answer to another request: held whole, then trimmed.
+                    if body_size <= max {
+                        return Action::Pause;
+                    }
+                    replace(&fitted(unfilterable()));
+                    state.response = ResponseMode::Blank { keep_length };
+                    Action::Continue
+                } else if body_size <= max.min(MAX_HELD_RESPONSE_BYTES) {
+                    Action::Pause
+                } else {
+                    *holding = false; // too large to hold: what was held goes out, the rest as it comes
+                    Action::Continue
+                }
             }
             ResponseMode::Json if body_size <= max && !end_of_stream => Action::Pause,
             ResponseMode::Json if body_size <= max => {
-                let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                let replacement = match filter.json_body(&body) {
-                    JsonBody::Trimmed(trimmed) => Some(trimmed),
-                    JsonBody::Unchanged => None,
-                    // Not JSON: it cannot be checked, so it does not go out (fail closed).
-                    JsonBody::Unreadable => Some(lists::unfilterable(&first_id).to_string().into_bytes()),
-                };
-                if let Some(new_body) = replacement {
-                    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new_body);
+                if let Some(new_body) = trimmed_json(&filter, &body(), unfilterable) {
+                    replace(&new_body);
                 }
                 Action::Continue
             }
             ResponseMode::Json | ResponseMode::Replace => {
-                warn!(
-                    "response to a list request could not be filtered ({body_size} bytes, or compressed); replaced by an error"
-                );
-                let error = lists::unfilterable(&first_id).to_string();
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, error.as_bytes());
-                state.response = ResponseMode::Drop;
+                warn!("a list response could not be filtered ({body_size} bytes, or compressed); replaced by an error");
+                replace(&unfilterable());
+                state.response = ResponseMode::Blank { keep_length: false };
                 Action::Continue
             }
             ResponseMode::Sse(rewriter) => {
-                let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                let out = rewriter.feed(&chunk, end_of_stream, &filter, max);
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+                let out = rewriter.feed(&body(), end_of_stream, &filter, max);
+                replace(&out);
                 Action::Continue
             }
         }
+    }
+}
+
+/// Longest JSON response held whole before it is forwarded (a list found in it is trimmed exactly); a
+/// longer one goes out as it comes, scanned, and is cut where a list would begin. Envoy's default buffer
+/// limit per connection is 1 MiB: holding more could make Envoy reset the response.
+const MAX_HELD_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// `new_body` as a body of `length` bytes when the response keeps its `Content-Length`: padded with
+/// spaces (JSON allows trailing whitespace), or only spaces if it does not fit (the client then reads
+/// nothing, which is what a refused list must give). Otherwise as it is.
+fn same_length(mut new_body: Vec<u8>, length: usize, keep_length: bool) -> Vec<u8> {
+    if !keep_length {
+        return new_body;
+    }
+    if new_body.len() > length {
+        new_body.clear();
+    }
+    new_body.resize(length, b' ');
+    new_body
+}
+
+/// The body to send instead of a whole JSON response that may hold a list: trimmed, or the error from
+/// `unfilterable` when it cannot be read. None: send it as it is.
+fn trimmed_json(filter: &ListFilter, body: &[u8], unfilterable: impl FnOnce() -> Vec<u8>) -> Option<Vec<u8>> {
+    match filter.json_body(body) {
+        JsonBody::Trimmed(trimmed) => Some(trimmed),
+        JsonBody::Unchanged => None,
+        JsonBody::Unreadable => Some(unfilterable()), // not JSON: it cannot be checked (fail closed)
     }
 }
 
@@ -363,6 +520,10 @@ pub fn authenticate(
             Ok(headers) => {
                 for (name, value) in headers {
                     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value.as_deref());
+                }
+                if let Some(denial) = check_session(worker, state, &principal) {
+                    deny(worker, state, &denial, None);
+                    return Action::Pause;
                 }
                 {
                     let mut s = state.borrow_mut();
@@ -423,10 +584,35 @@ fn proceed(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, held: bool) ->
     credentials::obtain(worker, context_id, state, &calls, body, held)
 }
 
+/// The caller's fingerprint for session bindings: the verified issuer and subject.
+fn caller(worker: &Worker, principal: &Principal) -> String {
+    let issuer = worker.config.providers.get(principal.provider).map_or("", |p| p.issuer.as_str());
+    crate::mcp::sessions::caller_fingerprint(issuer, principal.subject.as_deref().unwrap_or(""))
+}
+
+/// A request that names an MCP session may go on only for the caller the session was issued to.
+fn check_session(worker: &Worker, state: &RefCell<StreamState>, principal: &Principal) -> Option<Denial> {
+    let session_id = state.borrow().session_id.clone()?;
+    let policy = &worker.config.mcp.sessions;
+    match sessions::check(policy, &session_id, &caller(worker, principal), now_ms()) {
+        sessions::Access::Allow => None,
+        sessions::Access::NotFound => {
+            Some(Denial { reason: mcp_reply::REASON_SESSION_NOT_FOUND, reply: mcp_reply::session_not_found() })
+        }
+        sessions::Access::OtherCaller => {
+            Some(Denial { reason: mcp_reply::REASON_SESSION_NOT_OWNED, reply: mcp_reply::session_not_owned() })
+        }
+    }
+}
+
 /// Lets the request go: counts it and resumes it when it was held.
 pub fn finish(worker: &Worker, state: &RefCell<StreamState>, held: bool) -> Action {
     worker.metrics.allowed.inc();
-    state.borrow_mut().settled = true;
+    {
+        let mut s = state.borrow_mut();
+        s.settled = true;
+        s.forwarded = true;
+    }
     if held {
         let _ = hostcalls::resume_http_request();
     }
@@ -445,10 +631,6 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
         Ok(authorized) => {
             for call in &authorized.calls {
                 worker.metrics.count_mcp(true, &call.method, call.target.as_deref());
-            }
-            if !authorized.lists.is_empty() {
-                // The list response must be readable to be trimmed.
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "accept-encoding", None);
             }
             state.borrow_mut().lists = authorized.lists;
             Some(authorized.calls)
@@ -475,9 +657,9 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
                 };
                 info!(
                     "forbidden sub={:?} method={:?} name={:?} {detail}",
-                    principal.subject.as_deref().unwrap_or("-"),
-                    r.method,
-                    r.target.as_deref().unwrap_or("-")
+                    clip(principal.subject.as_deref().unwrap_or("-")),
+                    clip(&r.method),
+                    clip(r.target.as_deref().unwrap_or("-"))
                 );
             }
             let reason =

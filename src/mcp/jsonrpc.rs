@@ -102,7 +102,7 @@ enum Document {
 
 /// One element of a body: an object's fields that a decision reads, or anything else (invalid).
 enum Item {
-    Object(Fields),
+    Object(Box<Fields>),
     NotAnObject,
 }
 
@@ -124,6 +124,8 @@ enum Params {
         name: Option<Value>,
         uri: Option<Value>,
         meta: Option<Value>,
+        /// A `meta` member (not `_meta`): the MCP Python SDK reads it as `_meta` when `_meta` is absent.
+        meta_alias: bool,
     },
     NotAnObject,
 }
@@ -217,7 +219,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
                 }
             }
         }
-        Ok(Item::Object(fields))
+        Ok(Item::Object(Box::new(fields)))
     }
 }
 
@@ -232,8 +234,9 @@ impl<'de> Visitor<'de> for ParamsVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
         let mut keys = KeySet::default();
-        let (mut name, mut uri, mut meta) = (None, None, None);
+        let (mut name, mut uri, mut meta, mut meta_alias) = (None, None, None, false);
         while let Some(Key(key)) = map.next_key()? {
+            meta_alias |= key == "meta";
             let slot = match key.as_ref() {
                 "name" => Some(&mut name),
                 "uri" => Some(&mut uri),
@@ -248,7 +251,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 }
             }
         }
-        Ok(Params::Object { name, uri, meta })
+        Ok(Params::Object { name, uri, meta, meta_alias })
     }
 }
 
@@ -289,7 +292,17 @@ fn message(item: Item) -> Result<Message, ProtocolError> {
     }
     let (name, uri, meta) = match fields.params {
         None => (None, None, None),
-        Some(Params::Object { name, uri, meta }) => (name, uri, meta),
+        Some(Params::Object { meta_alias: true, .. }) => {
+            // Two readings of one request: the filter's (`_meta`, or none) and the Python SDK's (`meta` as
+            // `_meta`). `_meta` carries the connector contract's identity, so neither may be guessed.
+            return Err(ProtocolError::new(
+                400,
+                INVALID_PARAMS,
+                "Invalid params: params.meta is read as params._meta by some servers; send params._meta",
+            )
+            .with_id(&id_value));
+        }
+        Some(Params::Object { name, uri, meta, .. }) => (name, uri, meta),
         Some(Params::NotAnObject) => return Err(invalid("\"params\" must be an object").with_id(&id_value)),
     };
     let target = match target_field(&method) {
@@ -499,6 +512,12 @@ mod tests {
             ),
             (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"FILE:///secret"}}"#, INVALID_PARAMS),
             (r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/./b"}}"#, INVALID_PARAMS),
+            // The Python SDK reads `meta` as `_meta` when `_meta` is absent: two readings, refused.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","meta":{"userId":"bob"}}}"#,
+                INVALID_PARAMS,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{},"m\u0065ta":{}}}"#, INVALID_PARAMS),
         ];
         for (body, code) in cases {
             let err = parse(body.as_bytes()).unwrap_err();

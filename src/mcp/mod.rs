@@ -4,6 +4,8 @@ pub mod glob;
 pub mod head;
 pub mod inspect;
 pub mod jsonrpc;
+pub mod list_scan;
 pub mod lists;
 pub mod reply;
 pub mod rules;
+pub mod sessions;

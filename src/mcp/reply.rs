@@ -5,6 +5,7 @@
 use super::inspect::Refused;
 use super::jsonrpc::{INVALID_REQUEST, ProtocolError};
 use super::rules::Access;
+use crate::clip::clip;
 use crate::config::Config;
 use crate::reply::LocalReply;
 use serde_json::{Value, json};
@@ -31,13 +32,30 @@ pub fn request_error(status: u32, message: &str) -> LocalReply {
     LocalReply::json(status, rpc_error(&Value::Null, INVALID_REQUEST, message, None).to_string())
 }
 
+pub const REASON_SESSION_NOT_FOUND: &str = "session_not_found";
+pub const REASON_SESSION_NOT_OWNED: &str = "session_not_owned";
+
+/// 404 for a session id the filter has no binding for: MCP clients then start a new session. The same
+/// answer as the MCP Python SDK's for an unknown session.
+pub fn session_not_found() -> LocalReply {
+    LocalReply::json(404, rpc_error(&Value::Null, INVALID_REQUEST, "Session not found", None).to_string())
+}
+
+/// 403 for a session that another caller (issuer and subject) created.
+pub fn session_not_owned() -> LocalReply {
+    let data = json!({"error": "session_not_owned"});
+    let message = "Forbidden: this MCP session was created by another caller; start a new session";
+    LocalReply::json(403, rpc_error(&Value::Null, FORBIDDEN, message, Some(data)).to_string())
+}
+
 pub fn forbidden(config: &Config, refused: &[Refused], others: &[Value], batch: bool) -> LocalReply {
     let mut required: Vec<String> = Vec::new();
     let mut errors: Vec<Value> = Vec::new();
     for r in refused {
-        let mut data = json!({"method": r.method});
+        // Both are client-chosen (an unlisted method, any tool name): cut, so a refusal stays small.
+        let mut data = json!({"method": clip(&r.method)});
         if let Some(target) = &r.target {
-            data["name"] = json!(target);
+            data["name"] = json!(clip(target));
         }
         let message = match &r.access {
             Access::InsufficientScope { required: need, missing, .. } => {
