@@ -2,8 +2,8 @@
 //! [`Verdict`] means for the request. `filter::stream` executes the result.
 
 use crate::config::Config;
+use crate::http_reply::{self, LocalReply};
 use crate::jwt::{Principal, Rejection, Verdict};
-use crate::reply::{self, LocalReply};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -55,7 +55,7 @@ pub fn request_path(config: &Config, raw: &str) -> Result<String, Denial> {
         let decision = |p: &str| (config.paths.iter().any(|m| m.matches(p)), is_mcp_path(config, p));
         let canonical = decision(&reading.canonical);
         if reading.others.iter().any(|other| decision(other) != canonical) {
-            return Err(Denial { reason: REASON_AMBIGUOUS_PATH, reply: reply::ambiguous_path() });
+            return Err(Denial { reason: REASON_AMBIGUOUS_PATH, reply: http_reply::ambiguous_path() });
         }
     }
     Ok(reading.canonical)
@@ -68,12 +68,12 @@ pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
         && head.method == "GET"
         && meta.well_known_paths.iter().any(|p| p == path)
     {
-        return HeadDecision::Serve(reply::resource_metadata(&meta.document));
+        return HeadDecision::Serve(http_reply::resource_metadata(&meta.document));
     }
     if head.method == "GET"
         && let Some(jwks) = config.credentials.jwks_at(path)
     {
-        return HeadDecision::Serve(reply::public_jwks(jwks));
+        return HeadDecision::Serve(http_reply::public_jwks(jwks));
     }
     if !config.paths.iter().any(|m| m.matches(path)) {
         return HeadDecision::Bypass;
@@ -84,21 +84,21 @@ pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
         && is_mcp_path(config, path)
         && !config.mcp.origin_allowed(origin)
     {
-        return deny(REASON_ORIGIN, crate::mcp::reply::request_error(403, "Forbidden: Origin not allowed"));
+        return deny(REASON_ORIGIN, crate::mcp::jsonrpc_reply::request_error(403, "Forbidden: Origin not allowed"));
     }
     if head.method == "OPTIONS" && head.origin.is_some() && head.access_control_request_method.is_some() {
         return HeadDecision::Preflight;
     }
     match head.token_values.as_slice() {
-        [] => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+        [] => deny(REASON_MISSING_TOKEN, http_reply::missing_token(&config.challenge)),
         [value] if holds_several_credentials(&config.token.scheme, value) => {
-            deny(REASON_MULTIPLE_TOKENS, reply::invalid_request("More than one credential was sent"))
+            deny(REASON_MULTIPLE_TOKENS, http_reply::invalid_request("More than one credential was sent"))
         }
         [value] => match extract_token(&config.token.scheme, value) {
             Some(token) => HeadDecision::Authenticate(token.to_string()),
-            None => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+            None => deny(REASON_MISSING_TOKEN, http_reply::missing_token(&config.challenge)),
         },
-        _ => deny(REASON_MULTIPLE_TOKENS, reply::invalid_request("More than one credential was sent")),
+        _ => deny(REASON_MULTIPLE_TOKENS, http_reply::invalid_request("More than one credential was sent")),
     }
 }
 
@@ -151,7 +151,7 @@ pub fn outcome(config: &Config, verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Verified { principal, .. } => Outcome::Allow(principal),
         Verdict::Rejected(why) => {
-            Outcome::Deny(Denial { reason: why.code(), reply: reply::invalid_token(config, why) })
+            Outcome::Deny(Denial { reason: why.code(), reply: http_reply::invalid_token(&config.challenge, why) })
         }
         Verdict::KeysNotLoaded { provider } => Outcome::Wait { provider, unknown_key: false },
         Verdict::UnknownKey { provider } => Outcome::Wait { provider, unknown_key: true },
@@ -161,9 +161,12 @@ pub fn outcome(config: &Config, verdict: Verdict) -> Outcome {
 /// The final answer for a request whose wait ended without usable keys.
 pub fn give_up(config: &Config, unknown_key: bool, have_keys: bool) -> Denial {
     if unknown_key && have_keys {
-        Denial { reason: Rejection::UnknownKey.code(), reply: reply::invalid_token(config, Rejection::UnknownKey) }
+        Denial {
+            reason: Rejection::UnknownKey.code(),
+            reply: http_reply::invalid_token(&config.challenge, Rejection::UnknownKey),
+        }
     } else {
-        Denial { reason: REASON_KEYS_UNAVAILABLE, reply: reply::keys_unavailable() }
+        Denial { reason: REASON_KEYS_UNAVAILABLE, reply: http_reply::keys_unavailable() }
     }
 }
 

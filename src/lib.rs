@@ -8,12 +8,13 @@ pub mod bounded;
 pub mod clip;
 pub mod config;
 pub mod exchange;
+pub mod http_reply;
 pub mod json_strict;
 pub mod jwks;
 pub mod jwt;
 pub mod mcp;
+pub mod metadata;
 pub mod path;
-pub mod reply;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -7,6 +7,7 @@
 //! caches results; `filter::stream` makes the callouts.
 
 pub mod cache;
+pub mod config;
 pub mod connector;
 pub mod internal;
 pub mod plan;
@@ -88,7 +89,7 @@ impl ExchangeError {
     pub fn to_jsonrpc(&self, id: &Value, provider: &str) -> Value {
         let code = match self.status {
             400 => -32602,
-            401 | 403 => crate::mcp::reply::FORBIDDEN,
+            401 | 403 => crate::mcp::jsonrpc::FORBIDDEN,
             _ => -32603,
         };
         json!({

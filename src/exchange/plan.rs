@@ -1,7 +1,7 @@
 //! Which upstream credential a request gets, and what it takes to obtain it.
 
+use super::config::Credentials;
 use super::{Callout, ExchangeError, Mode, cache, connector, rfc8693};
-use crate::config::Credentials;
 use crate::jwt::Principal;
 use crate::mcp::inspect::AllowedCall;
 use serde_json::Value;

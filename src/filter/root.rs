@@ -206,7 +206,7 @@ impl Root {
                 "no complete request body within mcp.body_timeout_ms; answering 408. If every MCP POST fails \
                  like this, set allow_on_headers_stop_iteration: true in the Wasm filter's config"
             );
-            let reply = crate::mcp::reply::request_error(408, "Request body not received in time");
+            let reply = crate::mcp::jsonrpc_reply::request_error(408, "Request body not received in time");
             stream::deny(worker, &state, &authn::Denial { reason: "body_timeout", reply }, None);
         }
         worker.body_waits.borrow_mut().extend(kept);

@@ -16,9 +16,9 @@ use crate::jwks::Refetch;
 use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
 use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal};
+use crate::mcp::jsonrpc_reply as mcp_reply;
 use crate::mcp::list_scan::ListScan;
 use crate::mcp::lists::{self, JsonBody, ListFilter, ListKind, SseRewriter};
-use crate::mcp::reply as mcp_reply;
 use log::{info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -533,7 +533,8 @@ pub fn authenticate(
                 proceed(worker, state, held)
             }
             Err(why) => {
-                let denial = Denial { reason: why.code(), reply: crate::reply::invalid_token(&config, why) };
+                let denial =
+                    Denial { reason: why.code(), reply: crate::http_reply::invalid_token(&config.challenge, why) };
                 deny(worker, state, &denial, Some(token));
                 Action::Pause
             }
@@ -668,7 +669,7 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
                 } else {
                     "access_denied"
                 };
-            let reply = mcp_reply::forbidden(config, &refused, &others, batch);
+            let reply = mcp_reply::forbidden(&config.challenge, &refused, &others, batch);
             worker.metrics.count_denial(reason);
             state.borrow_mut().settled = true;
             send(&reply);
@@ -699,7 +700,7 @@ pub(crate) fn deny(worker: &Worker, state: &RefCell<StreamState>, denial: &Denia
     send(&denial.reply);
 }
 
-pub(crate) fn send(reply: &crate::reply::LocalReply) {
+pub(crate) fn send(reply: &crate::http_reply::LocalReply) {
     let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     if hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_err() {
         warn!("could not send local reply {}", reply.status);

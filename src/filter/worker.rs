@@ -4,10 +4,11 @@
 use super::compare_and_swap_cas;
 use super::metrics::Metrics;
 use super::stream::StreamState;
-use crate::config::{Config, JwksSource, RemoteJwks};
+use crate::config::Config;
 use crate::jwks::{self, Refetch, SharedState};
 use crate::jwt::Authenticator;
 use crate::jwt::jwk::KeySet;
+use crate::jwt::provider::{JwksSource, RemoteJwks};
 use log::{info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;

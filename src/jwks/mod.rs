@@ -7,8 +7,8 @@
 //!
 //! This module decides; `filter::root` reads and writes shared data and makes the callout.
 
-use crate::config::RemoteJwks;
 use crate::jwt::jwk::{JwksError, KeySet};
+use crate::jwt::provider::RemoteJwks;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

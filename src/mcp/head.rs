@@ -1,7 +1,7 @@
 //! Checks on the head of a request to an MCP endpoint, before any body is read.
 
-use super::reply::request_error;
-use crate::reply::LocalReply;
+use super::jsonrpc_reply::request_error;
+use crate::http_reply::LocalReply;
 
 #[derive(Debug, Default)]
 pub struct HeadFacts<'a> {

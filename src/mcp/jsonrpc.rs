@@ -28,6 +28,10 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// MCP 2026-07-28: `Mcp-Method`/`Mcp-Name` disagree with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
+/// JSON-RPC error code for requests refused by authorization. JSON-RPC leaves -32000..-32099 to
+/// implementations; MCP (through 2026-07-28) uses -32000..-32002, -32020..-32022 and -32042, so -32003
+/// ("forbidden") cannot be mistaken for any of them. docs/configuration.md documents it.
+pub const FORBIDDEN: i64 = -32003;
 
 impl ProtocolError {
     pub fn new(status: u32, code: i64, message: impl Into<String>) -> ProtocolError {
