@@ -1,6 +1,6 @@
 //! Local replies the filter sends instead of forwarding: what clients see when they are refused.
 //!
-//! Bodies follow seed 000's `requireAuth` shape (`{"error", "message"}`); challenges follow RFC 6750 and
+//! Bodies follow the `requireAuth` shape of seed 000 (the gateway + backend pattern users run by hand) (`{"error", "message"}`); challenges follow RFC 6750 and
 //! the MCP authorization spec (`resource_metadata` from RFC 9728). No reply carries internal detail.
 
 use crate::jwt::Rejection;

@@ -9,14 +9,14 @@
 use crate::{NOW, replies};
 use mcp_authz::authn::{self, HeadDecision, RequestHead};
 use mcp_authz::config;
-use mcp_authz::exchange::config::PASSTHROUGH;
 use mcp_authz::exchange::Mode;
+use mcp_authz::exchange::config::PASSTHROUGH;
+use mcp_authz::http_reply as reply;
 use mcp_authz::jwt::jwk::KeySet;
 use mcp_authz::jwt::{Authenticator, Principal, Rejection, token};
 use mcp_authz::mcp::inspect::Refused;
 use mcp_authz::mcp::jsonrpc_reply as mcp_reply;
 use mcp_authz::mcp::rules::Access;
-use mcp_authz::http_reply as reply;
 use serde_json::{Value, json};
 use std::rc::Rc;
 

@@ -12,8 +12,8 @@
 use crate::{policy, replies, split_line};
 use mcp_authz::mcp::inspect::{self, MirrorHeaders, Refusal};
 use mcp_authz::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
-use mcp_authz::mcp::lists::ListKind;
 use mcp_authz::mcp::jsonrpc_reply as reply;
+use mcp_authz::mcp::lists::ListKind;
 use mcp_authz::mcp::rules::KNOWN_METHODS;
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Filter configuration: the JSON in the Wasm filter's `configuration`, turned into a validated [`Config`].
 //!
 //! Parsing has two stages. serde (with `deny_unknown_fields` and `serde_path_to_error`) refuses unknown
-//! fields and wrong types and reports the path; [`validate`] then checks values and relations. Every
+//! fields and wrong types and reports the path; `validate` then checks values and relations. Every
 //! error is a [`ConfigError`] whose `field` is a path such as `providers[0].jwks.remote.timeout_ms`, so
 //! the one Envoy log line that refuses a configuration tells the operator what to fix.
 //! Field reference: docs/configuration.md (keep the two in step).

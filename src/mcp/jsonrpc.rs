@@ -7,6 +7,7 @@
 
 use super::rules::KNOWN_METHODS;
 use crate::json_strict::{Checked, Key, KeySet, Strict, accept_scalars, check_elements};
+use crate::outcome::Reason;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -36,6 +37,16 @@ pub const FORBIDDEN: i64 = -32003;
 impl ProtocolError {
     pub fn new(status: u32, code: i64, message: impl Into<String>) -> ProtocolError {
         ProtocolError { status, code, message: message.into(), id: Value::Null }
+    }
+
+    /// Why the request was refused, for stats and logs.
+    pub fn reason(&self) -> Reason {
+        match self.code {
+            PARSE_ERROR => Reason::ParseError,
+            HEADER_MISMATCH => Reason::HeaderMismatch,
+            INVALID_PARAMS => Reason::InvalidParams,
+            _ => Reason::InvalidRequest,
+        }
     }
 
     fn with_id(mut self, id: &Value) -> ProtocolError {

@@ -26,9 +26,6 @@ pub fn request_error(status: u32, message: &str) -> LocalReply {
     LocalReply::json(status, rpc_error(&Value::Null, INVALID_REQUEST, message, None).to_string())
 }
 
-pub const REASON_SESSION_NOT_FOUND: &str = "session_not_found";
-pub const REASON_SESSION_NOT_OWNED: &str = "session_not_owned";
-
 /// 404 for a session id the filter has no binding for: MCP clients then start a new session. The same
 /// answer as the MCP Python SDK's for an unknown session.
 pub fn session_not_found() -> LocalReply {
