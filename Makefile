@@ -42,6 +42,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target $(TARGET) --all-targets -- -D warnings
+	$(PYTHON) scripts/import_cycles.py
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
