@@ -37,6 +37,7 @@ PLACEHOLDERS = {
     "JWKS_PORT": "9000",
     "ISSUER": "https://idp.test",
     "AUDIENCE": "mcp-test",
+    "ACCESS_LOG": "/dev/stdout",
 }
 
 

@@ -35,6 +35,7 @@ pub mod bounded;
 pub mod clip;
 pub mod config;
 pub mod exchange;
+pub mod export;
 pub mod http_reply;
 pub mod json_strict;
 pub mod jwks;

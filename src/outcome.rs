@@ -30,10 +30,14 @@ pub enum Reason {
     ExchangeFailed,
     SessionNotFound,
     SessionNotOwned,
+    /// An argument condition of the deciding rule is not met.
+    ArgumentNotAllowed,
+    /// The tool's definition no longer matches its pin.
+    ToolDefinitionChanged,
 }
 
 /// Every reason that is not a token rejection, in the order they are documented (docs/metrics.md).
-const REQUEST_REASONS: [Reason; 19] = [
+const REQUEST_REASONS: [Reason; 21] = [
     Reason::MissingToken,
     Reason::MultipleTokens,
     Reason::JwksUnavailable,
@@ -53,6 +57,8 @@ const REQUEST_REASONS: [Reason; 19] = [
     Reason::ExchangeFailed,
     Reason::SessionNotFound,
     Reason::SessionNotOwned,
+    Reason::ArgumentNotAllowed,
+    Reason::ToolDefinitionChanged,
 ];
 
 impl Reason {
@@ -78,6 +84,8 @@ impl Reason {
             Reason::ExchangeFailed => "exchange_failed",
             Reason::SessionNotFound => "session_not_found",
             Reason::SessionNotOwned => "session_not_owned",
+            Reason::ArgumentNotAllowed => "argument_not_allowed",
+            Reason::ToolDefinitionChanged => "tool_definition_changed",
         }
     }
 

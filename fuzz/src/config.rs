@@ -77,6 +77,7 @@ pub fn run(data: &[u8]) {
                 missing: rule.scopes.clone(),
                 rule: rule.label.clone(),
             },
+            rule: Some(index),
         })
         .collect();
     replies::check(&mcp_reply::forbidden(&config.challenge, &refused, &[], true));

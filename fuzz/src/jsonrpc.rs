@@ -6,8 +6,11 @@
 //!
 //! Invariants: a body is a parse error exactly when `json_strict::parse` (which builds the whole document
 //! and refuses duplicate keys) refuses it, though `jsonrpc::parse` builds only the fields it reads;
-//! nothing the policy model denies is ever allowed (no silent allow) and nothing it allows is refused; every request and notification of an allowed body is reported; every list request is
-//! registered for list trimming; refusals are well-formed replies that name exactly the denied messages.
+//! nothing the policy model denies is ever allowed (no silent allow) and nothing it allows is refused,
+//! argument conditions included (the model reads each argument with serde_json's own JSON Pointer, so a
+//! condition that read another value than the one at its pointer disagrees); every request and
+//! notification of an allowed body is reported; every list request is registered for list trimming;
+//! refusals are well-formed replies that name exactly the denied messages.
 
 use crate::{policy, replies, split_line};
 use mcp_authz::mcp::inspect::{self, MirrorHeaders, Refusal};
@@ -32,7 +35,7 @@ pub fn run(data: &[u8]) {
     }
     let config = policy::config();
     let policy = &config.mcp.policy;
-    let decision = inspect::inspect(body, &mirror, policy, &principal, true);
+    let decision = inspect::inspect(body, &mirror, policy, &principal, true, &|_| false);
     let strict = mcp_authz::json_strict::parse(body);
     let parse_error = matches!(&decision, Err(Refusal::Protocol(e)) if e.code == PARSE_ERROR);
     assert_eq!(parse_error, strict.is_err(), "parse error {parse_error}, but the strict reader says {strict:?}");
@@ -59,7 +62,7 @@ pub fn run(data: &[u8]) {
                 messages.iter().enumerate().filter_map(|(i, m)| Call::read(m).map(|c| (i, c))).collect();
             let denied: Vec<usize> = calls
                 .iter()
-                .filter(|(_, c)| !policy::allows(&c.method, c.target.as_deref(), &principal))
+                .filter(|(_, c)| !policy::allows_call(&c.method, c.target.as_deref(), c.arguments.as_ref(), &principal))
                 .map(|(i, _)| *i)
                 .collect();
             if !mirror.method.is_empty() || !mirror.name.is_empty() {
@@ -107,6 +110,7 @@ struct Call {
     method: String,
     target: Option<String>,
     meta: Option<serde_json::Map<String, Value>>,
+    arguments: Option<Value>,
 }
 
 impl Call {
@@ -122,7 +126,8 @@ impl Call {
             value.expect("an accepted call carries its target").to_string()
         });
         let meta = message.get("params").and_then(|p| p.get("_meta")).and_then(Value::as_object).cloned();
-        Some(Call { id: message.get("id").cloned(), method, target, meta })
+        let arguments = message.get("params").and_then(|p| p.get("arguments")).cloned();
+        Some(Call { id: message.get("id").cloned(), method, target, meta, arguments })
     }
 }
 

@@ -22,6 +22,10 @@ pub fn config_json() -> Value {
                 {"method": "tools/call", "name": "createTask", "scopes": ["write:tasks"]},
                 {"method": "tools/call", "name": "deleteTask", "any_scopes": [["admin"], ["write:tasks", "delete:tasks"]]},
                 {"method": "tools/call", "name": "whoami"},
+                {"method": "tools/call", "name": "project_task", "scopes": ["write:tasks"],
+                 "arguments": [{"pointer": "/project", "in_claim": "projects"},
+                               {"pointer": "/limits/0", "min": 1, "max": 10, "optional": true},
+                               {"pointer": "/a~1b", "equals": {"x": [1]}, "not": true, "optional": true}]},
                 {"method": "tools/call", "name": "ops_*", "claims": [{"claim": "groups", "contains": "ops"}]},
                 {"method": "prompts/get", "name": "secret_*", "action": "deny"},
                 {"method": "resources/read", "uri": "file:///public/*"},
@@ -51,6 +55,7 @@ pub fn principal(bits: u8) -> Principal {
     let scopes = SCOPE_BITS.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, s)| s.to_string());
     let mut claims = Map::new();
     claims.insert("sub".into(), json!("alice"));
+    claims.insert("projects".into(), json!(["apollo", 7]));
     match bits >> 6 {
         0 => {}
         1 => _ = claims.insert("groups".into(), json!(["dev"])),
@@ -83,6 +88,39 @@ pub fn allows(method: &str, target: Option<&str>, who: &Principal) -> bool {
         "logging/setLevel" => false,
         m if m.starts_with("tasks/") => has("tasks"),
         _ => true, // plumbing and unlisted methods are allowed
+    }
+}
+
+/// What the policy must decide for a call with these `arguments` (`params.arguments`): the name-based
+/// decision, then the argument conditions, read with serde_json's own JSON Pointer (RFC 6901) so that
+/// a condition that read any other value than the one at its pointer would disagree.
+pub fn allows_call(method: &str, target: Option<&str>, arguments: Option<&Value>, who: &Principal) -> bool {
+    if !allows(method, target, who) {
+        return false;
+    }
+    if method != "tools/call" || target != Some("project_task") {
+        return true;
+    }
+    let at = |pointer: &str| arguments.and_then(|a| a.pointer(pointer));
+    let project_ok = at("/project").is_some_and(|p| p == &json!("apollo") || number_is(p, 7.0));
+    let limit_ok = at("/limits/0").is_none_or(|l| l.as_f64().is_some_and(|n| (1.0..=10.0).contains(&n)));
+    let ab_ok = at("/a~1b").is_none_or(|v| !json_equal(v, &json!({"x": [1]})));
+    project_ok && limit_ok && ab_ok
+}
+
+fn number_is(v: &Value, n: f64) -> bool {
+    v.as_f64() == Some(n) && v.is_number()
+}
+
+/// JSON equality with numbers compared as numbers (the filter's documented rule).
+fn json_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => a.as_f64() == b.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_equal(a, b)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
     }
 }
 

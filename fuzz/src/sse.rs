@@ -20,7 +20,7 @@ pub fn run(data: &[u8]) {
     let [who, chunking, body @ ..] = data else { return };
     let principal = policy::principal(*who);
     let config = policy::config();
-    let filter = ListFilter { policy: &config.mcp.policy, principal: &principal };
+    let filter = ListFilter::new(&config.mcp.policy, &principal);
 
     let unlimited = body.len() + 1;
     let whole = rewrite(body, &[body.len()], false, &filter, unlimited);

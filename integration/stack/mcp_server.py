@@ -80,6 +80,12 @@ async def createTask(title: str, ctx: Context, description: str = "") -> str:
 
 
 @mcp.tool()
+def get_project_tasks(project: str, limit: int = 10) -> str:
+    """Get a project's tasks (the filter's argument conditions decide which projects a caller may ask for)."""
+    return json.dumps({"project": project, "tasks": [t["title"] for t in TASKS][:limit]})
+
+
+@mcp.tool()
 def admin_reset(ctx: Context) -> str:
     """Delete every task (administrators only)."""
     TASKS.clear()

@@ -12,6 +12,7 @@ pub use fields::ConfigError;
 
 use crate::exchange::Mode;
 use crate::exchange::config::{Credentials, PASSTHROUGH, RawCredentials, validate_credentials};
+use crate::export;
 use crate::http_reply::Challenge;
 use crate::jwt::provider::{Provider, RawProvider, validate_provider};
 use crate::mcp::config::{McpConfig, RawMcp, validate_mcp};
@@ -38,6 +39,8 @@ pub struct Config {
     pub token_cache_max_entries: usize,
     pub mcp: McpConfig,
     pub credentials: Credentials,
+    /// Fields of each request's decision set as filter state (`decision_export.filter_state`).
+    pub decision_export: Vec<export::Field>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +82,15 @@ struct RawConfig {
     mcp: Option<RawMcp>,
     #[serde(default)]
     upstream_credentials: Option<RawCredentials>,
+    #[serde(default)]
+    decision_export: Option<RawDecisionExport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecisionExport {
+    #[serde(default)]
+    filter_state: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +237,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let decision_export = match raw.decision_export {
+        None => Vec::new(),
+        Some(e) => export::parse_fields("decision_export.filter_state", &e.filter_state)?,
+    };
     let challenge =
         Challenge { resource_metadata: resource_metadata.as_ref().map(|m| m.url.clone()), scope: challenge_scope };
     Ok(Config {
@@ -238,6 +254,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         token_cache_max_entries,
         mcp,
         credentials,
+        decision_export,
     })
 }
 
@@ -290,6 +307,41 @@ mod tests {
     }
 
     #[test]
+    fn the_complete_example_of_the_reference_parses() {
+        // Users write their configuration from docs/configuration.md: its complete example must load.
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("## Complete example").and_then(|i| doc[i..].find("```json").map(|j| i + j + 7));
+        let start = start.expect("a complete example");
+        let end = start + doc[start..].find("```").expect("its end");
+        if let Err(e) = parse(doc[start..end].as_bytes()) {
+            panic!("docs/configuration.md's complete example is refused: {e}");
+        }
+    }
+
+    #[test]
+    fn policy_depth_fields_parse() {
+        let doc = with(
+            &["mcp"],
+            json!({"mode": "shadow",
+                   "tool_pins": {"learn": true, "pins": {"getTasks": format!("sha256:{}", "ab".repeat(32))}},
+                   "rules": [{"id": "own-project", "method": "tools/call", "name": "createTask", "shadow": true,
+                              "arguments": [{"pointer": "/project", "in_claim": "projects"},
+                                            {"pointer": "/n", "min": 1, "not": true, "optional": true}]}]}),
+        );
+        let mut doc = doc;
+        doc["decision_export"] = json!({"filter_state": ["subject", "target", "decision"]});
+        let c = parse(doc.to_string().as_bytes()).unwrap();
+        let rule = &c.mcp.policy.rules[0];
+        assert_eq!((rule.id.as_deref(), rule.label.as_str(), rule.shadow), (Some("own-project"), "own-project", true));
+        assert_eq!(rule.arguments.len(), 2);
+        assert!(rule.arguments[1].negate && rule.arguments[1].optional);
+        assert!(c.mcp.policy.shadow);
+        let pins = c.mcp.tool_pins.as_ref().unwrap();
+        assert!(pins.learn && pins.configured("getTasks") == Some(&[0xab; 32]));
+        assert_eq!(c.decision_export.len(), 3);
+    }
+
+    #[test]
     fn defaults() {
         let c = parse(base().to_string().as_bytes()).unwrap();
         assert_eq!(c.paths, vec![PathMatch::Prefix("/".into())]);
@@ -328,6 +380,58 @@ mod tests {
             (with(&["mcp", "sessions"], json!({"max_sessions": 1})), "mcp.sessions.max_sessions"),
             (with(&["mcp", "sessions"], json!({"idle_timeout_seconds": 0})), "mcp.sessions.idle_timeout_seconds"),
             (with(&["mcp", "sessions"], json!({"ttl": 5})), "mcp.sessions"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/call", "id": "has space"}])), "mcp.rules[0].id"),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/call", "id": "a"}, {"method": "ping", "id": "a"}])),
+                "mcp.rules[1].id",
+            ),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/*", "arguments": [{"pointer": "/a", "equals": 1}]}])),
+                "mcp.rules[0].arguments",
+            ),
+            (
+                with(
+                    &["mcp", "rules"],
+                    json!([{"method": "tools/call", "arguments": [{"pointer": "a", "equals": 1}]}]),
+                ),
+                "mcp.rules[0].arguments[0].pointer",
+            ),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/call", "arguments": [{"pointer": "/a"}]}])),
+                "mcp.rules[0].arguments[0]",
+            ),
+            (
+                with(
+                    &["mcp", "rules"],
+                    json!([{"method": "tools/call", "arguments": [{"pointer": "/a", "min": 5, "max": 1}]}]),
+                ),
+                "mcp.rules[0].arguments[0].min",
+            ),
+            (
+                with(
+                    &["mcp", "rules"],
+                    json!([{"method": "tools/call", "arguments": [{"pointer": "/a", "in_claim": "x..y"}]}]),
+                ),
+                "mcp.rules[0].arguments[0].in_claim",
+            ),
+            (
+                with(
+                    &["mcp", "rules"],
+                    json!([{"method": "tools/call", "arguments": [{"pointer": "/a", "glob": "x", "equals": 1}]}]),
+                ),
+                "mcp.rules[0].arguments[0]",
+            ),
+            (
+                with(
+                    &["mcp", "rules"],
+                    json!([{"method": "tools/call", "arguments": [{"pointer": "/a", "equals": 1, "extra": 1}]}]),
+                ),
+                "mcp.rules[0].arguments[0]",
+            ),
+            (with(&["mcp", "mode"], json!("audit")), "mcp.mode"),
+            (with(&["mcp", "tool_pins"], json!({"pins": {"t": "sha256:zz"}})), "mcp.tool_pins.pins.t"),
+            (with(&["mcp", "tool_pins"], json!({})), "mcp.tool_pins"),
+            (with(&["decision_export"], json!({"filter_state": ["tool"]})), "decision_export.filter_state[0]"),
             (with(&["upstream_credentials", "default"], json!("nope")), "upstream_credentials.default"),
             (
                 with(

@@ -124,6 +124,8 @@ mod tests {
             method: "tools/call".into(),
             target: Some("t".into()),
             id: Some(json!(7)),
+            rule: None,
+            would_deny: None,
             credential: credential.map(str::to_string),
             meta: meta.as_object().cloned(),
         }

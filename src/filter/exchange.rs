@@ -56,8 +56,14 @@ pub fn obtain(
     };
     let (Some(principal), Some(token)) = (principal, token) else { return Action::Pause };
     let plan = match plan::plan(&config.credentials, calls, &principal, &token) {
-        Ok(None) => return answer::finish(worker, state, held),
-        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            state.borrow_mut().decided.credential = Some("passthrough");
+            return answer::finish(worker, state, held);
+        }
+        Ok(Some(plan)) => {
+            state.borrow_mut().decided.credential = Some(config.credentials.targets[plan.target].mode.name());
+            plan
+        }
         Err(e) => {
             let id = calls.first().and_then(|c| c.id.clone()).unwrap_or(Value::Null);
             let target = calls.first().and_then(|c| config.credentials.resolve(c.credential.as_deref()));

@@ -50,8 +50,11 @@ pub trait Host {
     /// A shared-data record (one store per Envoy process and `vm_id`) and its compare-and-swap value.
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status>;
-    /// Answers the effective stream locally. False if the host refused.
-    fn send_reply(&self, reply: &LocalReply) -> bool;
+    /// Answers the effective stream locally; `details` is what Envoy's `%RESPONSE_CODE_DETAILS%` shows
+    /// (no spaces). False if the host refused.
+    fn send_reply(&self, reply: &LocalReply, details: &str) -> bool;
+    /// Sets a property of the effective stream: Envoy keeps it as filter state `wasm.<path>`.
+    fn set_property(&self, path: &str, value: &[u8]);
     /// Makes `context_id` the effective context; false if that stream is gone.
     fn enter(&self, context_id: u32) -> bool;
     /// Lets the effective stream's held request go on.

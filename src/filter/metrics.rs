@@ -23,6 +23,12 @@ pub struct Metrics {
     /// Upstream responses on MCP paths replaced by an error or cut because a list in them could not be
     /// trimmed (compressed, unreadable, too large, or found after part of the response went out).
     pub response_replaced: Counter,
+    /// A pinned tool showed another definition (counted once per change, by the worker that saw it first).
+    pub tool_definition_changed: Counter,
+    /// Messages a shadow rule (or the shadow policy) would have refused.
+    pub shadow_would_deny: Counter,
+    /// Per rule with an `id`: its allowed, denied and would-deny counts.
+    rules: Vec<Option<RuleCounters>>,
     pub exchange_ok: Counter,
     pub exchange_cache_hit: Counter,
     pub exchange_cache_miss: Counter,
@@ -46,6 +52,20 @@ struct McpKey {
     allowed: bool,
     method: Option<usize>,
     target: Option<Option<usize>>,
+}
+
+/// `mcp_authz.rule.<id>.<outcome>`.
+struct RuleCounters {
+    allowed: Counter,
+    denied: Counter,
+    would_deny: Counter,
+}
+
+#[derive(Clone, Copy)]
+pub enum RuleOutcome {
+    Allowed,
+    Denied,
+    WouldDeny,
 }
 
 /// A counter, or nothing when the host refused to define it (metrics must never stop traffic).
@@ -91,6 +111,19 @@ impl Metrics {
             jwt_cache_miss: c("jwt_cache_miss"),
             held_for_keys: c("held_for_keys"),
             response_replaced: c("response_replaced"),
+            tool_definition_changed: c("tool_definition_changed"),
+            shadow_would_deny: c("shadow.would_deny"),
+            rules: policy
+                .rules
+                .iter()
+                .map(|r| {
+                    r.id.as_ref().map(|id| RuleCounters {
+                        allowed: c(&format!("rule.{id}.allowed")),
+                        denied: c(&format!("rule.{id}.denied")),
+                        would_deny: c(&format!("rule.{id}.would_deny")),
+                    })
+                })
+                .collect(),
             exchange_ok: c("exchange.ok"),
             exchange_cache_hit: c("exchange.cache_hit"),
             exchange_cache_miss: c("exchange.cache_miss"),
@@ -138,6 +171,16 @@ impl Metrics {
     pub fn count_exchange_failure(&self, failure: Failure) {
         if let Some((_, counter)) = self.exchange_failed.iter().find(|(f, _)| *f == failure) {
             counter.inc();
+        }
+    }
+
+    /// Counts a decision of the rule at `rule` (rules without an `id` have no counters).
+    pub fn count_rule(&self, rule: Option<usize>, outcome: RuleOutcome) {
+        let Some(counters) = rule.and_then(|i| self.rules.get(i)).and_then(Option::as_ref) else { return };
+        match outcome {
+            RuleOutcome::Allowed => counters.allowed.inc(),
+            RuleOutcome::Denied => counters.denied.inc(),
+            RuleOutcome::WouldDeny => counters.would_deny.inc(),
         }
     }
 

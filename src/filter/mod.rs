@@ -8,10 +8,10 @@
 //! - `stream.rs`: one request's callbacks, handed to `request.rs` (head, authentication, body decision)
 //!   and `response.rs` (session learning, list trimming);
 //! - `keys.rs`: the JWKS lifecycle in shared data; `exchange.rs`: obtaining upstream credentials;
-//!   `sessions.rs`: session bindings in shared data;
+//!   `sessions.rs`: session bindings in shared data; `pins.rs`: tool-definition pins in shared data;
 //! - `parked.rs` + `drain.rs`: the requests paused until keys, a body, or an exchange arrive, and the one
 //!   place that acts when their wait is over;
-//! - `answer.rs`: send / deny / finish; `state.rs`: what is kept per request (its `Phase`);
+//! - `answer.rs`: send / deny / finish, and the decision exported as filter state; `state.rs`: what is kept per request (its `Phase`);
 //!   `worker.rs`: per-VM state; `metrics.rs`: counters.
 
 mod answer;
@@ -21,6 +21,7 @@ pub mod host;
 mod keys;
 pub mod metrics;
 mod parked;
+mod pins;
 #[cfg(target_arch = "wasm32")]
 pub mod proxy;
 mod request;

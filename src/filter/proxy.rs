@@ -14,6 +14,40 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub struct ProxyWasmHost;
 
+// The two hostcalls made without the SDK's wrappers (see their uses). Status 0 is Ok.
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+}
+
+/// A header map in the proxy-wasm ABI's form: the count, each name's and value's length (u32, little
+/// endian), then each name and value followed by a NUL.
+fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(4 + map.iter().map(|(n, v)| n.len() + v.len() + 10).sum::<usize>());
+    bytes.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (name, value) in map {
+        bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    for (name, value) in map {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    bytes
+}
+
 fn map_type(map: Map) -> MapType {
     match map {
         Map::RequestHeaders => MapType::HttpRequestHeaders,
@@ -71,9 +105,30 @@ impl Host for ProxyWasmHost {
         hostcalls::set_shared_data(key, Some(value), cas)
     }
 
-    fn send_reply(&self, reply: &LocalReply) -> bool {
-        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())).is_ok()
+    fn send_reply(&self, reply: &LocalReply, details: &str) -> bool {
+        let headers = serialize_map(&reply.headers);
+        let body = reply.body.as_bytes();
+        // The SDK's send_http_response passes no details and panics on a status it does not expect;
+        // the import itself does neither.
+        let status = unsafe {
+            proxy_send_local_response(
+                reply.status,
+                details.as_ptr(),
+                details.len(),
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        };
+        status == 0
+    }
+
+    fn set_property(&self, path: &str, value: &[u8]) {
+        // A one-segment path (dots included): the SDK would join several with NUL, which no access-log
+        // format can name. Not the SDK's set_property, which panics on a status it does not expect.
+        let _ = unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
     }
 
     fn enter(&self, context_id: u32) -> bool {

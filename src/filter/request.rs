@@ -7,7 +7,9 @@
 use super::answer::{self, deny};
 use super::exchange;
 use super::host::{Buffer, Map};
+use super::metrics::RuleOutcome;
 use super::parked::{Parked, Wait};
+use super::pins;
 use super::sessions;
 use super::state::{Phase, RequestBody, StreamState};
 use super::worker::Worker;
@@ -19,6 +21,7 @@ use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
 use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal, Refused};
 use crate::mcp::jsonrpc_reply;
+use crate::mcp::rules::Access;
 use crate::outcome::{Denial, Reason};
 use log::info;
 use proxy_wasm::types::Action;
@@ -66,7 +69,7 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
             return pass(state);
         }
         HeadDecision::Serve(reply) => {
-            answer::send(host, &reply);
+            answer::send(host, &reply, "mcp_authz_served");
             state.borrow_mut().phase = Phase::Answered;
             return Action::Pause;
         }
@@ -244,6 +247,11 @@ fn authenticated(
     {
         let mut s = state.borrow_mut();
         s.keys_deadline_ms = None;
+        if !config.decision_export.is_empty() {
+            s.decided.subject = principal.subject.clone();
+            s.decided.client =
+                ["azp", "client_id"].iter().find_map(|c| principal.claim(c)?.as_str().map(str::to_string));
+        }
         s.principal = Some(principal);
     }
     proceed(worker, state, held)
@@ -301,12 +309,27 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
         (s.principal.clone(), s.mirror.clone())
     };
     let principal = principal?;
-    match inspect::inspect(body, &mirror, &config.mcp.policy, &principal, config.mcp.filter_lists) {
+    let host = worker.host.as_ref();
+    let changed = |name: &str| config.mcp.tool_pins.as_ref().is_some_and(|p| pins::definition_changed(host, p, name));
+    let policy = &config.mcp.policy;
+    match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed) {
         Ok(authorized) => {
             for call in &authorized.calls {
                 worker.metrics.count_mcp(true, &call.method, call.target.as_deref());
+                worker.metrics.count_rule(call.rule, RuleOutcome::Allowed);
+                if let Some((access, rule)) = &call.would_deny {
+                    shadow_refusal(worker, state, &principal, call, access, *rule);
+                }
             }
-            state.borrow_mut().lists = authorized.lists;
+            let mut s = state.borrow_mut();
+            if let Some(call) = authorized.calls.first().filter(|_| !config.decision_export.is_empty()) {
+                s.decided.method = Some(call.method.clone());
+                s.decided.target = call.target.clone();
+                if s.decided.rule.is_none() {
+                    s.decided.rule = call.rule.map(|i| policy.rules[i].label.clone());
+                }
+            }
+            s.lists = authorized.lists;
             Some(authorized.calls)
         }
         Err(Refusal::Protocol(e)) => {
@@ -316,25 +339,69 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
         Err(Refusal::Forbidden { refused, others, batch }) => {
             for r in &refused {
                 worker.metrics.count_mcp(false, &r.method, r.target.as_deref());
-                let detail = match &r.access {
-                    crate::mcp::rules::Access::InsufficientScope { missing, rule, .. } => {
-                        format!("missing_scopes={:?} rule={rule}", missing.join(" "))
-                    }
-                    crate::mcp::rules::Access::Denied { why } => format!("why={why:?}"),
-                    crate::mcp::rules::Access::Allow => String::new(),
-                };
+                worker.metrics.count_rule(r.rule, RuleOutcome::Denied);
                 info!(
-                    "forbidden sub={:?} method={:?} name={:?} {detail}",
+                    "forbidden sub={:?} method={:?} name={:?} {}",
                     clip(principal.subject.as_deref().unwrap_or("-")),
                     clip(&r.method),
-                    clip(r.target.as_deref().unwrap_or("-"))
+                    clip(r.target.as_deref().unwrap_or("-")),
+                    refusal_detail(&r.access)
                 );
             }
             let reason = Refused::reason(&refused);
             worker.metrics.count_denial(reason);
-            state.borrow_mut().phase = Phase::Answered;
-            answer::send(worker.host.as_ref(), &jsonrpc_reply::forbidden(&config.challenge, &refused, &others, batch));
+            {
+                let mut s = state.borrow_mut();
+                s.phase = Phase::Answered;
+                let first = &refused[0];
+                s.decided.method = Some(first.method.clone());
+                s.decided.target = first.target.clone();
+                s.decided.rule = first.rule.map(|i| policy.rules[i].label.clone());
+                s.decided.allowed = Some(false);
+                s.decided.reason = Some(reason.name());
+            }
+            let reply = jsonrpc_reply::forbidden(&config.challenge, &refused, &others, batch);
+            answer::refuse(worker, state, &reply, reason.name());
             None
         }
+    }
+}
+
+/// What a refusal's log line says besides who and what: never an argument's value.
+fn refusal_detail(access: &Access) -> String {
+    match access {
+        Access::InsufficientScope { missing, rule, .. } => {
+            format!("missing_scopes={:?} rule={rule}", missing.join(" "))
+        }
+        Access::Denied { why } => format!("why={why:?}"),
+        Access::ArgumentNotAllowed { argument, rule } => format!("argument={:?} rule={rule}", clip(argument)),
+        Access::DefinitionChanged => "why=\"tool definition changed since it was pinned\"".into(),
+        Access::Allow => String::new(),
+    }
+}
+
+/// A shadow rule (or the shadow policy) would have refused an allowed call: reported, not enforced.
+fn shadow_refusal(
+    worker: &Worker,
+    state: &RefCell<StreamState>,
+    principal: &Principal,
+    call: &AllowedCall,
+    access: &Access,
+    rule: Option<usize>,
+) {
+    worker.metrics.shadow_would_deny.inc();
+    worker.metrics.count_rule(rule, RuleOutcome::WouldDeny);
+    info!(
+        "shadow: would deny sub={:?} method={:?} name={:?} {}",
+        clip(principal.subject.as_deref().unwrap_or("-")),
+        clip(&call.method),
+        clip(call.target.as_deref().unwrap_or("-")),
+        refusal_detail(access)
+    );
+    let mut s = state.borrow_mut();
+    if !s.decided.shadow {
+        s.decided.shadow = true;
+        s.decided.reason = access.reason().map(|r| r.name());
+        s.decided.rule = rule.map(|i| worker.config.mcp.policy.rules[i].label.clone());
     }
 }

@@ -3,6 +3,7 @@
 //! (`crate::mcp::lists`, `crate::mcp::list_scan`), whatever request it answers.
 
 use super::host::{Buffer, Map};
+use super::pins;
 use super::request::caller;
 use super::sessions;
 use super::state::{Phase, ResponseMode, StreamState};
@@ -135,7 +136,13 @@ pub fn on_body(worker: &Worker, state: &RefCell<StreamState>, body_size: usize, 
     let mut state = state.borrow_mut();
     let state = &mut *state;
     let Some(principal) = state.principal.clone() else { return Action::Continue };
-    let filter = ListFilter { policy: &config.mcp.policy, principal: &principal };
+    let listed = |name: &str, tool: &Value| {
+        config.mcp.tool_pins.as_ref().is_none_or(|p| pins::listed(host, &worker.metrics, p, name, tool))
+    };
+    let mut filter = ListFilter::new(&config.mcp.policy, &principal);
+    if config.mcp.tool_pins.is_some() {
+        filter.tool_check = Some(&listed);
+    }
     let first_id = state.lists.first().map(|(id, _)| id.clone()).unwrap_or(Value::Null);
     let max = config.mcp.max_list_response_bytes;
     let body = || host.buffer(Buffer::ResponseBody, 0, body_size);

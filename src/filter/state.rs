@@ -81,6 +81,8 @@ pub struct StreamState {
     /// The upstream credential being obtained for this request.
     pub credential: Option<CredentialWait>,
     pub response: ResponseMode,
+    /// What was decided, for `decision_export`.
+    pub decided: crate::export::Record,
 }
 
 /// A request waiting for its upstream credential.

@@ -26,6 +26,7 @@ struct Context {
     request_body: Vec<u8>,
     reply: Option<LocalReply>,
     resumed: bool,
+    properties: Vec<(String, String)>,
 }
 
 /// A callout answer: headers and body.
@@ -157,12 +158,16 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn send_reply(&self, reply: &LocalReply) -> bool {
+    fn send_reply(&self, reply: &LocalReply, _details: &str) -> bool {
         self.with(|c| {
             assert!(c.reply.is_none(), "two local replies for one stream (envoy#28826)");
             c.reply = Some(reply.clone());
         });
         true
+    }
+
+    fn set_property(&self, path: &str, value: &[u8]) {
+        self.with(|c| c.properties.push((path.to_string(), String::from_utf8_lossy(value).into_owned())));
     }
 
     fn enter(&self, context_id: u32) -> bool {
@@ -421,4 +426,86 @@ fn a_body_that_does_not_arrive_in_time_is_408() {
     f.advance(5_000);
     f.tick();
     assert!(f.host.reply(3).is_none(), "not answered 408 after it was decided");
+}
+
+fn properties(f: &Filter, id: u32) -> Vec<(String, String)> {
+    f.host.contexts.borrow().get(&id).map(|c| c.properties.clone()).unwrap_or_default()
+}
+
+fn post(token: &str) -> Vec<(String, String)> {
+    let mut headers = get("/mcp", token);
+    headers[0].1 = "POST".into();
+    headers.push(("content-type".into(), "application/json".into()));
+    headers
+}
+
+#[test]
+fn the_decision_is_exported_as_filter_state_for_allowed_and_refused_calls() {
+    let mut f = Filter::new(json!({
+        "providers": [inline_keys()],
+        "decision_export": {"filter_state": ["subject", "method", "target", "decision", "reason", "rule", "credential", "shadow"]},
+        "mcp": {"rules": [
+            {"id": "own-project", "method": "tools/call", "name": "createTask",
+             "arguments": [{"pointer": "/project", "equals_claim": "sub"}]},
+            {"id": "audit-reads", "method": "tools/call", "name": "getTasks", "scopes": ["admin"], "shadow": true},
+            {"method": "tools/call", "name": "getTasks"}]}
+    }));
+    let alice = token("alice", "read");
+    let call = |name: &str, args: Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}})
+            .to_string()
+    };
+    f.request(2, &headers_of(&post(&alice)), false);
+    assert_eq!(f.body(2, call("createTask", json!({"project": "alice"})).as_bytes()), Action::Continue);
+    let got = properties(&f, 2);
+    let want = |k: &str, v: &str| (format!("mcp_authz.{k}"), v.to_string());
+    for expected in [
+        want("subject", "alice"),
+        want("method", "tools/call"),
+        want("target", "createTask"),
+        want("decision", "allow"),
+        want("reason", "allowed"),
+        want("rule", "own-project"),
+        want("credential", "passthrough"),
+        want("shadow", "false"),
+    ] {
+        assert!(got.contains(&expected), "{expected:?} in {got:?}");
+    }
+
+    f.request(3, &headers_of(&post(&alice)), false);
+    assert_eq!(f.body(3, call("createTask", json!({"project": "bob"})).as_bytes()), Action::Pause);
+    let reply = f.host.reply(3).expect("refused");
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!((reply.status, body["error"]["data"]["argument"].as_str()), (403, Some("/project")));
+    assert!(!reply.body.contains("bob"), "the argument's value is never echoed");
+    let got = properties(&f, 3);
+    assert!(
+        got.contains(&want("decision", "deny")) && got.contains(&want("reason", "argument_not_allowed")),
+        "{got:?}"
+    );
+    assert_eq!(f.host.counter("mcp_authz.rule.own-project.allowed"), 1);
+    assert_eq!(f.host.counter("mcp_authz.rule.own-project.denied"), 1);
+
+    // A shadow rule that would refuse: allowed, and said so.
+    f.request(4, &headers_of(&post(&alice)), false);
+    assert_eq!(f.body(4, call("getTasks", json!({})).as_bytes()), Action::Continue);
+    let got = properties(&f, 4);
+    for expected in [
+        want("decision", "allow"),
+        want("shadow", "true"),
+        want("rule", "audit-reads"),
+        want("reason", "insufficient_scope"),
+    ] {
+        assert!(got.contains(&expected), "{expected:?} in {got:?}");
+    }
+    assert_eq!(f.host.counter("mcp_authz.shadow.would_deny"), 1);
+    assert_eq!(f.host.counter("mcp_authz.rule.audit-reads.would_deny"), 1);
+}
+
+#[test]
+fn nothing_is_exported_unless_configured() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()]}));
+    f.request(2, &headers_of(&get("/mcp", &token("alice", ""))), true);
+    assert!(f.host.resumed(2) || f.host.reply(2).is_none());
+    assert!(properties(&f, 2).is_empty());
 }

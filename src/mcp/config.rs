@@ -2,7 +2,9 @@
 //! trimming and session binding. Whether a rule's `credential` names a usable target is the
 //! credentials section's business: the caller passes that check in.
 
+use super::arguments::{self, ArgumentCondition, ArgumentTest};
 use super::glob::Glob;
+use super::pins::{self, ToolPins};
 use super::rules::{self, ClaimCondition, ClaimTest, Policy, Rule, Unlisted};
 use super::sessions::SessionPolicy;
 use crate::config::fields::{ConfigError, check_range, check_scope_token, one_of, split_url};
@@ -14,6 +16,7 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_LIST_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 pub const DEFAULT_SESSION_IDLE_TIMEOUT_SECONDS: u64 = 86_400;
+pub const DEFAULT_MAX_PINNED_TOOLS: usize = 1_000;
 
 /// Checks a rule's `credential` (field, target name, the rule's method) against the credentials section.
 pub(crate) type CredentialCheck<'a> = dyn Fn(&str, &str, &Glob) -> Result<(), ConfigError> + 'a;
@@ -31,6 +34,8 @@ pub struct McpConfig {
     pub filter_lists: bool,
     pub max_list_response_bytes: usize,
     pub sessions: SessionPolicy,
+    /// Tool-definition pinning (`tool_pins`), when configured.
+    pub tool_pins: Option<ToolPins>,
 }
 
 impl McpConfig {
@@ -61,7 +66,22 @@ pub(crate) struct RawMcp {
     #[serde(default)]
     sessions: Option<RawSessions>,
     #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    tool_pins: Option<RawToolPins>,
+    #[serde(default)]
     rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToolPins {
+    #[serde(default)]
+    pins: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    learn: bool,
+    #[serde(default)]
+    max_tools: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -95,6 +115,39 @@ struct RawRule {
     action: Option<String>,
     #[serde(default)]
     credential: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    arguments: Vec<RawArgumentCondition>,
+    #[serde(default)]
+    shadow: bool,
+}
+
+/// One flat shape: exactly one test is set (checked by name at load).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArgumentCondition {
+    pointer: String,
+    #[serde(default)]
+    equals: Option<serde_json::Value>,
+    #[serde(default)]
+    one_of: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    glob: Option<String>,
+    #[serde(default)]
+    min: Option<f64>,
+    #[serde(default)]
+    max: Option<f64>,
+    #[serde(default)]
+    max_length: Option<usize>,
+    #[serde(default)]
+    in_claim: Option<String>,
+    #[serde(default)]
+    equals_claim: Option<String>,
+    #[serde(default)]
+    not: bool,
+    #[serde(default)]
+    optional: bool,
 }
 
 #[derive(Deserialize)]
@@ -153,16 +206,29 @@ pub(crate) fn validate_mcp(
             Err(ConfigError::new(format!("{field}.{name}"), format!("{other:?} must be \"allow\" or \"deny\"")))
         }
     };
+    let rules: Vec<Rule> = m
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| validate_rule(&format!("{field}.rules[{i}]"), r, credential_allowed))
+        .collect::<Result<_, _>>()?;
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(id) = &rule.id
+            && let Some(j) = rules[..i].iter().position(|r| r.id.as_ref() == Some(id))
+        {
+            return Err(ConfigError::new(
+                format!("{field}.rules[{i}].id"),
+                format!("{id:?} is already the id of rules[{j}]"),
+            ));
+        }
+    }
     let policy = Policy {
         unlisted_tools: unlisted("unlisted_tools", m.unlisted_tools, Unlisted::Deny)?,
         unlisted_methods: unlisted("unlisted_methods", m.unlisted_methods, Unlisted::Allow)?,
-        rules: m
-            .rules
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| validate_rule(&format!("{field}.rules[{i}]"), r, credential_allowed))
-            .collect::<Result<_, _>>()?,
+        rules,
+        shadow: one_of(&format!("{field}.mode"), m.mode, &[("enforce", false), ("shadow", true)])?,
     };
+    let tool_pins = validate_tool_pins(&format!("{field}.tool_pins"), m.tool_pins)?;
     let sessions = validate_sessions(&format!("{field}.sessions"), m.sessions.unwrap_or_default())?;
     Ok(McpConfig {
         paths,
@@ -173,6 +239,7 @@ pub(crate) fn validate_mcp(
         filter_lists: m.filter_lists.unwrap_or(true),
         max_list_response_bytes,
         sessions,
+        tool_pins,
     })
 }
 
@@ -270,6 +337,27 @@ fn validate_rule(field: &str, r: RawRule, credential_allowed: &CredentialCheck) 
     if deny && (!r.scopes.is_empty() || !r.any_scopes.is_empty() || !claims.is_empty() || credential.is_some()) {
         return Err(ConfigError::new(format!("{field}.action"), "a deny rule takes no scopes or claims"));
     }
+    if let Some(id) = &r.id
+        && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)))
+    {
+        return Err(ConfigError::new(
+            format!("{field}.id"),
+            "must be 1 to 64 letters, digits, '-' or '_' (it names counters and log fields)",
+        ));
+    }
+    let arguments_apply = ["tools/call", "prompts/get"].contains(&method.as_string().as_str());
+    if !r.arguments.is_empty() && (!arguments_apply || deny) {
+        return Err(ConfigError::new(
+            format!("{field}.arguments"),
+            "applies to allow rules whose method is exactly \"tools/call\" or \"prompts/get\"",
+        ));
+    }
+    let arguments = r
+        .arguments
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| validate_argument_condition(&format!("{field}.arguments[{i}]"), c))
+        .collect::<Result<_, _>>()?;
     Ok(Rule {
         method,
         target: target.as_deref().map(Glob::new),
@@ -278,6 +366,87 @@ fn validate_rule(field: &str, r: RawRule, credential_allowed: &CredentialCheck) 
         claims,
         deny,
         credential,
-        label: field.trim_start_matches("mcp.").to_string(),
+        label: r.id.clone().unwrap_or_else(|| field.trim_start_matches("mcp.").to_string()),
+        id: r.id,
+        arguments,
+        shadow: r.shadow,
     })
+}
+
+fn validate_argument_condition(field: &str, c: RawArgumentCondition) -> Result<ArgumentCondition, ConfigError> {
+    if !arguments::valid_pointer(&c.pointer) {
+        return Err(ConfigError::new(
+            format!("{field}.pointer"),
+            format!(
+                "{:?} is not a JSON Pointer (RFC 6901): \"\" or \"/name\", with ~0 for '~' and ~1 for '/'",
+                c.pointer
+            ),
+        ));
+    }
+    let claim = |name: &str, claim: String| {
+        if claim.is_empty() || claim.split('.').any(str::is_empty) {
+            Err(ConfigError::new(format!("{field}.{name}"), "must be a claim name or a dotted path"))
+        } else {
+            Ok(claim)
+        }
+    };
+    let set = [
+        ("equals", c.equals.is_some()),
+        ("one_of", c.one_of.is_some()),
+        ("glob", c.glob.is_some()),
+        ("min/max", c.min.is_some() || c.max.is_some()),
+        ("max_length", c.max_length.is_some()),
+        ("in_claim", c.in_claim.is_some()),
+        ("equals_claim", c.equals_claim.is_some()),
+    ];
+    if set.iter().filter(|(_, on)| *on).count() != 1 {
+        return Err(ConfigError::new(
+            field,
+            "set exactly one test: equals, one_of, glob, min and/or max, max_length, in_claim or equals_claim",
+        ));
+    }
+    let test = if let Some(v) = c.equals {
+        ArgumentTest::Equals(v)
+    } else if let Some(options) = c.one_of {
+        if options.is_empty() {
+            return Err(ConfigError::new(format!("{field}.one_of"), "must not be empty"));
+        }
+        ArgumentTest::OneOf(options)
+    } else if let Some(glob) = c.glob {
+        ArgumentTest::Glob(Glob::new(&glob))
+    } else if let Some(max_length) = c.max_length {
+        ArgumentTest::MaxLength(max_length)
+    } else if let Some(name) = c.in_claim {
+        ArgumentTest::InClaim(claim("in_claim", name)?)
+    } else if let Some(name) = c.equals_claim {
+        ArgumentTest::EqualsClaim(claim("equals_claim", name)?)
+    } else {
+        if let (Some(min), Some(max)) = (c.min, c.max)
+            && min > max
+        {
+            return Err(ConfigError::new(format!("{field}.min"), "must not exceed max"));
+        }
+        ArgumentTest::Range { min: c.min, max: c.max }
+    };
+    Ok(ArgumentCondition { pointer: c.pointer, test, negate: c.not, optional: c.optional })
+}
+
+fn validate_tool_pins(field: &str, raw: Option<RawToolPins>) -> Result<Option<ToolPins>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut pins = Vec::new();
+    for (name, pin) in raw.pins {
+        let digest = pin.strip_prefix("sha256:").and_then(pins::parse_hex_digest).ok_or_else(|| {
+            ConfigError::new(
+                format!("{field}.pins.{name}"),
+                "must be \"sha256:\" and 64 hex digits (scripts/tool_pins.py prints them)",
+            )
+        })?;
+        pins.push((name, digest));
+    }
+    if pins.is_empty() && !raw.learn {
+        return Err(ConfigError::new(field, "pins nothing: list \"pins\", or set \"learn\": true"));
+    }
+    let max_tools = raw.max_tools.unwrap_or(DEFAULT_MAX_PINNED_TOOLS);
+    check_range(&format!("{field}.max_tools"), max_tools as u64, 16, 100_000)?;
+    Ok(Some(ToolPins { pins, learn: raw.learn, max_tools }))
 }

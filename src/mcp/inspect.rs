@@ -29,6 +29,10 @@ pub struct AllowedCall {
     pub method: String,
     pub target: Option<String>,
     pub id: Option<Value>,
+    /// The rule that allowed it (an index into `Policy::rules`); None: a default.
+    pub rule: Option<usize>,
+    /// What a shadow rule (or a shadow policy) would have refused: the access and its rule.
+    pub would_deny: Option<(Access, Option<usize>)>,
     /// The deciding rule's `credential` (None: no rule, or the rule names none).
     pub credential: Option<String>,
     /// `params._meta`, for the connector contract.
@@ -43,6 +47,8 @@ pub struct Refused {
     pub method: String,
     pub target: Option<String>,
     pub access: Access,
+    /// The rule that refused (an index into `Policy::rules`); None: a default.
+    pub rule: Option<usize>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -58,13 +64,12 @@ pub enum Refusal {
 
 impl Refused {
     /// The reason a refusal of these messages is counted under: `insufficient_scope` when more scopes
-    /// would help one of them, else `access_denied`.
+    /// would help one of them, else the first refusal's own.
     pub fn reason(refused: &[Refused]) -> Reason {
         if refused.iter().any(|r| matches!(r.access, Access::InsufficientScope { .. })) {
-            Reason::InsufficientScope
-        } else {
-            Reason::AccessDenied
+            return Reason::InsufficientScope;
         }
+        refused.iter().find_map(|r| r.access.reason()).unwrap_or(Reason::AccessDenied)
     }
 }
 
@@ -74,15 +79,21 @@ pub fn inspect(
     policy: &Policy,
     principal: &Principal,
     filter_lists: bool,
+    definition_changed: &dyn Fn(&str) -> bool,
 ) -> Result<Authorized, Refusal> {
-    let parsed = jsonrpc::parse(body).map_err(Refusal::Protocol)?;
+    let parsed = jsonrpc::parse_with(body, policy.reads_arguments()).map_err(Refusal::Protocol)?;
     check_mirror_headers(&parsed, mirror).map_err(Refusal::Protocol)?;
     let mut refused = Vec::new();
     let mut others = Vec::new();
     let mut authorized = Authorized { lists: Vec::new(), calls: Vec::new() };
     for (index, message) in parsed.messages.iter().enumerate() {
         let Message::Call(call) = message else { continue };
-        match policy.evaluate(&call.method, call.target.as_deref(), principal) {
+        let target = call.target.as_deref();
+        let mut decision = policy.decide(&call.method, target, call.arguments.as_ref(), principal);
+        if call.method == "tools/call" && target.is_some_and(definition_changed) {
+            decision.access = Access::DefinitionChanged;
+        }
+        match decision.access {
             Access::Allow => {
                 if let Some(id) = &call.id {
                     others.push(id.clone());
@@ -93,13 +104,14 @@ pub fn inspect(
                         authorized.lists.push((id.clone(), kind));
                     }
                 }
-                let credential =
-                    policy.rule_for(&call.method, call.target.as_deref()).and_then(|r| r.credential.clone());
+                let credential = policy.credential_for(&call.method, target).map(str::to_string);
                 let meta = call.meta.clone();
                 authorized.calls.push(AllowedCall {
                     method: call.method.clone(),
                     target: call.target.clone(),
                     id: call.id.clone(),
+                    rule: decision.rule,
+                    would_deny: decision.would_deny,
                     credential,
                     meta,
                 });
@@ -110,6 +122,7 @@ pub fn inspect(
                 method: call.method.clone(),
                 target: call.target.clone(),
                 access,
+                rule: decision.rule,
             }),
         }
     }
@@ -176,11 +189,15 @@ mod tests {
             deny: false,
             credential: None,
             label: "r".into(),
+            id: None,
+            arguments: vec![],
+            shadow: false,
         };
         Policy {
             rules: vec![rule("getTasks", "read:tasks"), rule("createTask", "write:tasks")],
             unlisted_tools: Unlisted::Deny,
             unlisted_methods: Unlisted::Allow,
+            shadow: false,
         }
     }
 
@@ -195,7 +212,7 @@ mod tests {
     }
 
     fn run(body: &str, mirror: MirrorHeaders) -> Result<Authorized, Refusal> {
-        inspect(body.as_bytes(), &mirror, &policy(), &reader(), true)
+        inspect(body.as_bytes(), &mirror, &policy(), &reader(), true, &|_| false)
     }
 
     fn call(name: &str, id: i64) -> String {
@@ -256,7 +273,7 @@ mod tests {
         let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode("tâche"));
         let policy = Policy::allow_all();
         let mirror = m("tools/call", Some(&encoded));
-        assert!(inspect(body.as_bytes(), &mirror, &policy, &reader(), true).is_ok());
+        assert!(inspect(body.as_bytes(), &mirror, &policy, &reader(), true, &|_| false).is_ok());
         assert_eq!(decode_header_value("=?base64?dA==?="), Some("t".into()));
         assert_eq!(decode_header_value("=?base64?dB==?="), None, "non-canonical");
         assert_eq!(decode_header_value("=?base64?!!?="), None);

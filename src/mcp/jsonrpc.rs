@@ -8,7 +8,7 @@
 use super::rules::KNOWN_METHODS;
 use crate::json_strict::{Checked, Key, KeySet, Strict, accept_scalars, check_elements};
 use crate::outcome::Reason;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// A JSON-RPC error the filter answers with: HTTP status, JSON-RPC code, message.
@@ -71,6 +71,8 @@ pub struct Call {
     pub target: Option<String>,
     /// `params._meta`, when it is an object (the connector contract reads it).
     pub meta: Option<Map<String, Value>>,
+    /// `params.arguments` as sent, built only when some rule looks at arguments (`parse_with`).
+    pub arguments: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,14 +91,22 @@ pub fn target_field(method: &str) -> Option<&'static str> {
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Body, ProtocolError> {
+    parse_with(bytes, false)
+}
+
+/// `parse`, building each call's `params.arguments` too when `arguments` (checked as strictly either way).
+pub fn parse_with(bytes: &[u8], arguments: bool) -> Result<Body, ProtocolError> {
     // RFC 8259 forbids a BOM in JSON text sent over a network; refuse rather than guess.
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         return Err(ProtocolError::new(400, PARSE_ERROR, "Parse error: byte order mark is not allowed"));
     }
     // The whole document is read (and a duplicate key anywhere refused) before any message is judged,
     // so a parse error always wins over an invalid message, as with a parser that builds the document.
-    let doc = serde_json::from_slice::<Document>(bytes)
-        .map_err(|e| ProtocolError::new(400, PARSE_ERROR, format!("Parse error: {}", short(&e.to_string()))))?;
+    let parse_error =
+        |e: serde_json::Error| ProtocolError::new(400, PARSE_ERROR, format!("Parse error: {}", short(&e.to_string())));
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let doc = Reads { arguments }.deserialize(&mut de).map_err(parse_error)?;
+    de.end().map_err(parse_error)?;
     match doc {
         Document::Batch(items) => {
             if items.is_empty() {
@@ -141,29 +151,43 @@ enum Params {
         meta: Option<Value>,
         /// A `meta` member (not `_meta`): the MCP Python SDK reads it as `_meta` when `_meta` is absent.
         meta_alias: bool,
+        arguments: Option<Value>,
     },
     NotAnObject,
 }
 
-impl<'de> Deserialize<'de> for Document {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(DocumentVisitor)
+/// What to build besides the fields every decision reads (a seed carried down to `params`).
+#[derive(Clone, Copy)]
+struct Reads {
+    arguments: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Reads {
+    type Value = Document;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Document, D::Error> {
+        deserializer.deserialize_any(DocumentVisitor(self))
     }
 }
 
-impl<'de> Deserialize<'de> for Item {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ItemVisitor)
+struct ItemSeed(Reads);
+
+impl<'de> DeserializeSeed<'de> for ItemSeed {
+    type Value = Item;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Item, D::Error> {
+        deserializer.deserialize_any(ItemVisitor(self.0))
     }
 }
 
-impl<'de> Deserialize<'de> for Params {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ParamsVisitor)
+struct ParamsSeed(Reads);
+
+impl<'de> DeserializeSeed<'de> for ParamsSeed {
+    type Value = Params;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Params, D::Error> {
+        deserializer.deserialize_any(ParamsVisitor(self.0))
     }
 }
 
-struct DocumentVisitor;
+struct DocumentVisitor(Reads);
 
 impl<'de> Visitor<'de> for DocumentVisitor {
     type Value = Document;
@@ -171,13 +195,13 @@ impl<'de> Visitor<'de> for DocumentVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Item>()? {
+        while let Some(item) = seq.next_element_seed(ItemSeed(self.0))? {
             items.push(item);
         }
         Ok(Document::Batch(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Document, A::Error> {
-        ItemVisitor.visit_map(map).map(Document::Single)
+        ItemVisitor(self.0).visit_map(map).map(Document::Single)
     }
 }
 
@@ -207,7 +231,7 @@ impl Member {
     }
 }
 
-struct ItemVisitor;
+struct ItemVisitor(Reads);
 
 impl<'de> Visitor<'de> for ItemVisitor {
     type Value = Item;
@@ -226,7 +250,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
                 Member::Jsonrpc => fields.jsonrpc = Some(map.next_value::<Strict>()?.0),
                 Member::Id => fields.id = Some(map.next_value::<Strict>()?.0),
                 Member::Method => fields.method = Some(map.next_value::<Strict>()?.0),
-                Member::Params => fields.params = Some(map.next_value::<Params>()?),
+                Member::Params => fields.params = Some(map.next_value_seed(ParamsSeed(self.0))?),
                 Member::Result | Member::Error | Member::Other => {
                     map.next_value::<Checked>()?;
                     fields.has_result |= member == Member::Result;
@@ -238,7 +262,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
 }
 
-struct ParamsVisitor;
+struct ParamsVisitor(Reads);
 
 impl<'de> Visitor<'de> for ParamsVisitor {
     type Value = Params;
@@ -250,12 +274,14 @@ impl<'de> Visitor<'de> for ParamsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
         let mut keys = KeySet::default();
         let (mut name, mut uri, mut meta, mut meta_alias) = (None, None, None, false);
+        let mut arguments = None;
         while let Some(Key(key)) = map.next_key()? {
             meta_alias |= key == "meta";
             let slot = match key.as_ref() {
                 "name" => Some(&mut name),
                 "uri" => Some(&mut uri),
                 "_meta" => Some(&mut meta),
+                "arguments" if self.0.arguments => Some(&mut arguments),
                 _ => None,
             };
             keys.insert(key)?;
@@ -266,7 +292,7 @@ impl<'de> Visitor<'de> for ParamsVisitor {
                 }
             }
         }
-        Ok(Params::Object { name, uri, meta, meta_alias })
+        Ok(Params::Object { name, uri, meta, meta_alias, arguments })
     }
 }
 
@@ -305,8 +331,8 @@ fn message(item: Item) -> Result<Message, ProtocolError> {
         )
         .with_id(&id_value));
     }
-    let (name, uri, meta) = match fields.params {
-        None => (None, None, None),
+    let (name, uri, meta, arguments) = match fields.params {
+        None => (None, None, None, None),
         Some(Params::Object { meta_alias: true, .. }) => {
             // Two readings of one request: the filter's (`_meta`, or none) and the Python SDK's (`meta` as
             // `_meta`). `_meta` carries the connector contract's identity, so neither may be guessed.
@@ -317,7 +343,7 @@ fn message(item: Item) -> Result<Message, ProtocolError> {
             )
             .with_id(&id_value));
         }
-        Some(Params::Object { name, uri, meta, .. }) => (name, uri, meta),
+        Some(Params::Object { name, uri, meta, arguments, .. }) => (name, uri, meta, arguments),
         Some(Params::NotAnObject) => return Err(invalid("\"params\" must be an object").with_id(&id_value)),
     };
     let target = match target_field(&method) {
@@ -346,7 +372,7 @@ fn message(item: Item) -> Result<Message, ProtocolError> {
         Some(Value::Object(meta)) => Some(meta),
         _ => None,
     };
-    Ok(Message::Call(Call { id, method, target, meta }))
+    Ok(Message::Call(Call { id, method, target, meta, arguments }))
 }
 
 /// The MCP method that `method` spells differently (other letter case, Unicode case variants such as

@@ -60,6 +60,18 @@ pub fn forbidden(challenge: &Challenge, refused: &[Refused], others: &[Value], b
                 }
                 format!("Insufficient scope: requires {}", need.join(" "))
             }
+            Access::ArgumentNotAllowed { argument, .. } => {
+                // The pointer, never the value: arguments may carry what the caller must not see echoed.
+                data["error"] = json!("access_denied");
+                data["argument"] = json!(clip(argument));
+                format!("Forbidden: argument {} is not allowed for this caller", clip(argument))
+            }
+            Access::DefinitionChanged => {
+                data["error"] = json!("tool_definition_changed");
+                "Forbidden: this tool's definition changed since it was approved; it is unavailable until \
+                 an operator updates its pin"
+                    .to_string()
+            }
             _ => {
                 data["error"] = json!("access_denied");
                 "Forbidden: this request is not allowed for this caller".to_string()
@@ -125,6 +137,7 @@ mod tests {
                 missing: vec!["write:tasks".into()],
                 rule: "rules[1]".into(),
             },
+            rule: Some(1),
         }
     }
 

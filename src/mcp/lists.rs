@@ -67,10 +67,21 @@ pub enum JsonBody {
     Unreadable,
 }
 
+/// Whether a listed tool (name, definition) may be shown at all, whoever asks: its pin (`pins`).
+pub type ToolCheck<'a> = &'a dyn Fn(&str, &Value) -> bool;
+
 /// Whom to trim for.
 pub struct ListFilter<'a> {
     pub policy: &'a Policy,
     pub principal: &'a Principal,
+    /// Tools whose definition no longer matches their pin are hidden from everyone.
+    pub tool_check: Option<ToolCheck<'a>>,
+}
+
+impl<'a> ListFilter<'a> {
+    pub fn new(policy: &'a Policy, principal: &'a Principal) -> ListFilter<'a> {
+        ListFilter { policy, principal, tool_check: None }
+    }
 }
 
 impl ListFilter<'_> {
@@ -86,8 +97,10 @@ impl ListFilter<'_> {
             items.retain(|item| {
                 let target = item.get(kind.key()).and_then(Value::as_str);
                 // An entry without a usable name cannot be called by name: hide it.
-                target
-                    .is_some_and(|t| self.policy.evaluate(kind.call_method(), Some(t), self.principal) == Access::Allow)
+                target.is_some_and(|t| {
+                    self.policy.evaluate(kind.call_method(), Some(t), self.principal) == Access::Allow
+                        && (kind != ListKind::Tools || self.tool_check.is_none_or(|check| check(t, item)))
+                })
             });
             trimmed = true;
         }
@@ -412,9 +425,13 @@ mod tests {
                 deny: false,
                 credential: None,
                 label: "r".into(),
+                id: None,
+                arguments: vec![],
+                shadow: false,
             }],
             unlisted_tools: Unlisted::Deny,
             unlisted_methods: Unlisted::Allow,
+            shadow: false,
         }
     }
 
@@ -433,7 +450,7 @@ mod tests {
     #[test]
     fn json_list_is_trimmed_and_marked_private() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let JsonBody::Trimmed(bytes) = f.json_body(LIST.as_bytes()) else { panic!("not trimmed") };
         let out: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(out["result"]["tools"], json!([{"name": "getTasks"}]));
@@ -446,7 +463,7 @@ mod tests {
     fn lists_are_recognised_by_shape_whatever_the_id() {
         // A resumed stream replays answers to requests made on other HTTP requests; ids prove nothing.
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         for id in [json!("replayed-7"), json!(null), json!(3.0)] {
             let mut message: Value = serde_json::from_str(LIST).unwrap();
             message["id"] = id.clone();
@@ -482,7 +499,7 @@ mod tests {
     #[test]
     fn sse_events_rewritten_whatever_the_chunking() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let stream = format!(
             "event: message\r\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\r\n\r\nid: 9\nevent: message\ndata: {LIST}\n\n"
         );
@@ -513,7 +530,7 @@ mod tests {
     #[test]
     fn sse_event_carrying_a_batch_is_trimmed_too() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let stream = format!("event: message\ndata: [{{\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{{}}}},{LIST}]\n\n");
         let out = String::from_utf8(SseRewriter::default().feed(stream.as_bytes(), true, &f, 1 << 20)).unwrap();
         let data: Value = serde_json::from_str(out.strip_prefix("event: message\ndata: ").unwrap().trim_end()).unwrap();
@@ -525,7 +542,7 @@ mod tests {
     fn a_stream_that_starts_with_a_bom_is_trimmed_too() {
         // Found with the `sse` fuzz target's client model: the BOM hid the first `data:` line.
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let stream = format!("\u{feff}data: {LIST}\n\n");
         for size in [1, 2, 4, stream.len()] {
             let mut r = SseRewriter::default();
@@ -540,7 +557,7 @@ mod tests {
     #[test]
     fn complete_events_are_forwarded_immediately() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let mut r = SseRewriter::default();
         assert_eq!(r.feed(b"data: {}\n\ndata: {\"par", false, &f, 1 << 20), b"data: {}\n\n");
         assert_eq!(r.feed(b"tial\":1}\n\n", false, &f, 1 << 20), b"data: {\"partial\":1}\n\n");
@@ -549,7 +566,7 @@ mod tests {
     #[test]
     fn oversized_list_event_fails_closed() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let mut r = SseRewriter::default();
         let out = String::from_utf8(r.feed(format!("data: {LIST}").as_bytes(), false, &f, 64)).unwrap();
         assert!(out.contains("could not be filtered") && !out.contains("createTask"), "{out}");
@@ -559,7 +576,7 @@ mod tests {
     #[test]
     fn oversized_event_without_a_list_passes_in_pieces_and_the_stream_goes_on() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let big =
             format!(r#"data: {{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"text":"{}"}}]}}}}"#, "x".repeat(500));
         let stream = format!("{big}\n\n: comment {}\n\ndata: {LIST}\n\n", "y".repeat(300));
@@ -585,7 +602,7 @@ mod tests {
     #[test]
     fn a_list_in_an_oversized_event_is_cut_where_it_begins() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         let padding = "p".repeat(200);
         let event = format!(
             "data: {{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{{\"pad\":\"{padding}\",\"tools\":[{{\"name\":\"createTask\"}}]}}}}\n\n"
@@ -606,7 +623,7 @@ mod tests {
     #[test]
     fn an_unreadable_event_where_a_list_may_be_is_replaced() {
         let (p, who) = (policy(), reader());
-        let f = ListFilter { policy: &p, principal: &who };
+        let f = ListFilter::new(&p, &who);
         for data in [
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"createTask"}]}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"createTask"}]},"result":{}}"#,

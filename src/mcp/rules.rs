@@ -7,8 +7,10 @@
 //! (`initialize`, `ping`, `server/discover`, `subscriptions/listen`, notifications) is allowed, and
 //! everything else follows `unlisted_methods` (default allow).
 
+use super::arguments::{self, ArgumentCondition};
 use super::glob::Glob;
 use crate::jwt::Principal;
+use crate::outcome::Reason;
 use serde_json::Value;
 
 /// Client-to-server methods across MCP revisions 2024-11-05 … 2026-07-28; rule methods are checked
@@ -82,8 +84,14 @@ pub struct Rule {
     /// `upstream_credentials` target for requests this rule allows (`passthrough` or a target name);
     /// None: the configured default.
     pub credential: Option<String>,
-    /// `rules[i]`, for logs.
+    /// The rule's `id`, or `rules[i]`: for logs and the exported decision.
     pub label: String,
+    /// The operator's name for the rule (`id`): also names its counters.
+    pub id: Option<String>,
+    /// Conditions on the call's arguments, all required (`tools/call`, `prompts/get`).
+    pub arguments: Vec<ArgumentCondition>,
+    /// Audit only: the rule is evaluated and reported ("would deny"), never enforced.
+    pub shadow: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +99,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub unlisted_tools: Unlisted,
     pub unlisted_methods: Unlisted,
+    /// The whole policy in audit mode (`mcp.mode: "shadow"`): decisions are reported, nothing refused.
+    pub shadow: bool,
 }
 
 /// The outcome for one message.
@@ -108,23 +118,112 @@ pub enum Access {
     Denied {
         why: String,
     },
+    /// An argument condition of the deciding rule is not met: `argument` is its JSON Pointer (never the
+    /// value). No scope would help either.
+    ArgumentNotAllowed {
+        argument: String,
+        rule: String,
+    },
+    /// The tool's definition no longer matches its pin (`mcp::pins`).
+    DefinitionChanged,
+}
+
+impl Access {
+    /// The reason a refusal like this one is counted under (`Allow`: none).
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Access::Allow => None,
+            Access::InsufficientScope { .. } => Some(Reason::InsufficientScope),
+            Access::Denied { .. } => Some(Reason::AccessDenied),
+            Access::ArgumentNotAllowed { .. } => Some(Reason::ArgumentNotAllowed),
+            Access::DefinitionChanged => Some(Reason::ToolDefinitionChanged),
+        }
+    }
+}
+
+/// The decision for one message, with what an audit (shadow rules, or a shadow policy) would say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// What is enforced.
+    pub access: Access,
+    /// The rule that decided (an index into `Policy::rules`); None: a default decided.
+    pub rule: Option<usize>,
+    /// A refusal the audit would make where `access` allows: its access and rule.
+    pub would_deny: Option<(Access, Option<usize>)>,
 }
 
 impl Policy {
     pub fn allow_all() -> Policy {
-        Policy { rules: vec![], unlisted_tools: Unlisted::Allow, unlisted_methods: Unlisted::Allow }
+        Policy { rules: vec![], unlisted_tools: Unlisted::Allow, unlisted_methods: Unlisted::Allow, shadow: false }
     }
 
-    /// The first rule whose method and target match.
-    pub fn rule_for(&self, method: &str, target: Option<&str>) -> Option<&Rule> {
-        self.rules.iter().find(|r| {
-            r.method.matches(method) && r.target.as_ref().is_none_or(|t| target.is_some_and(|name| t.matches(name)))
+    /// The first enforced rule whose method and target match (`audit`: shadow rules count too).
+    fn rule_for(&self, method: &str, target: Option<&str>, audit: bool) -> Option<(usize, &Rule)> {
+        self.rules.iter().enumerate().find(|(_, r)| {
+            (audit || !r.shadow)
+                && r.method.matches(method)
+                && r.target.as_ref().is_none_or(|t| target.is_some_and(|name| t.matches(name)))
         })
     }
 
+    /// The decision for a call: the deciding rule's scopes, claims and argument conditions; and, when the
+    /// policy has shadow rules or is in shadow mode, what the audit would refuse.
+    pub fn decide(
+        &self,
+        method: &str,
+        target: Option<&str>,
+        arguments: Option<&Value>,
+        principal: &Principal,
+    ) -> Decision {
+        let decided = |audit: bool| {
+            let (access, rule) = self.rule_access(method, target, principal, audit);
+            let access = match (access, rule) {
+                (Access::Allow, Some(i)) => {
+                    match arguments::first_unmet(&self.rules[i].arguments, arguments, principal) {
+                        Some(unmet) => Access::ArgumentNotAllowed {
+                            argument: unmet.pointer.clone(),
+                            rule: self.rules[i].label.clone(),
+                        },
+                        None => Access::Allow,
+                    }
+                }
+                (access, _) => access,
+            };
+            (access, rule)
+        };
+        let (access, rule) = decided(false);
+        if !self.shadow && !self.rules.iter().any(|r| r.shadow) {
+            return Decision { access, rule, would_deny: None };
+        }
+        let audit = decided(true);
+        if self.shadow {
+            let would_deny = (audit.0 != Access::Allow).then_some(audit);
+            return Decision { access: Access::Allow, rule, would_deny };
+        }
+        let would_deny = (access == Access::Allow && audit.0 != Access::Allow).then_some(audit);
+        Decision { access, rule, would_deny }
+    }
+
+    /// The enforced decision by method and target alone (argument conditions are not looked at): what a
+    /// list shows. A tool whose rule has argument conditions is listed when the caller may call it with
+    /// some arguments.
     pub fn evaluate(&self, method: &str, target: Option<&str>, principal: &Principal) -> Access {
-        let rule = self.rule_for(method, target);
-        let Some(rule) = rule else {
+        if self.shadow {
+            return Access::Allow;
+        }
+        self.rule_access(method, target, principal, false).0
+    }
+
+    /// Scopes and claims of the first matching rule (or the defaults), and which rule decided.
+    fn rule_access(
+        &self,
+        method: &str,
+        target: Option<&str>,
+        principal: &Principal,
+        audit: bool,
+    ) -> (Access, Option<usize>) {
+        let rule = self.rule_for(method, target, audit);
+        let Some((index, rule)) = rule else {
             let fallback = if method == "tools/call" {
                 self.unlisted_tools
             } else if is_plumbing(method) {
@@ -132,16 +231,20 @@ impl Policy {
             } else {
                 self.unlisted_methods
             };
-            return match fallback {
+            let access = match fallback {
                 Unlisted::Allow => Access::Allow,
                 Unlisted::Deny => Access::Denied { why: "no rule allows this request".into() },
             };
+            return (access, None);
         };
+        let decided = |access: Access| (access, Some(index));
         if rule.deny {
-            return Access::Denied { why: format!("denied by {}", rule.label) };
+            return decided(Access::Denied { why: format!("denied by {}", rule.label) });
         }
         if let Some(c) = rule.claims.iter().find(|c| !claim_holds(c, principal)) {
-            return Access::Denied { why: format!("claim condition on {:?} not met ({})", c.claim, rule.label) };
+            return decided(Access::Denied {
+                why: format!("claim condition on {:?} not met ({})", c.claim, rule.label),
+            });
         }
         let has = |s: &String| principal.scopes.contains(s);
         let mut missing: Vec<String> = rule.scopes.iter().filter(|s| !has(s)).cloned().collect();
@@ -160,10 +263,20 @@ impl Policy {
             }
         }
         if missing.is_empty() {
-            Access::Allow
+            decided(Access::Allow)
         } else {
-            Access::InsufficientScope { required, missing, rule: rule.label.clone() }
+            decided(Access::InsufficientScope { required, missing, rule: rule.label.clone() })
         }
+    }
+
+    /// The `credential` of the enforced rule that decides this call (None: the configured default).
+    pub fn credential_for(&self, method: &str, target: Option<&str>) -> Option<&str> {
+        self.rule_for(method, target, false).and_then(|(_, r)| r.credential.as_deref())
+    }
+
+    /// Whether some rule looks at arguments: only then are a call's arguments built from the body.
+    pub fn reads_arguments(&self) -> bool {
+        self.rules.iter().any(|r| !r.arguments.is_empty())
     }
 
     /// Whether rules could hide entries of this list for some caller (then list responses are filtered).
@@ -212,11 +325,14 @@ mod tests {
             deny: false,
             credential: None,
             label: "rules[0]".into(),
+            id: None,
+            arguments: vec![],
+            shadow: false,
         }
     }
 
     fn policy(rules: Vec<Rule>) -> Policy {
-        Policy { rules, unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Allow }
+        Policy { rules, unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Allow, shadow: false }
     }
 
     #[test]
@@ -300,12 +416,78 @@ mod tests {
 
     #[test]
     fn unlisted_methods_deny_keeps_plumbing() {
-        let p = Policy { rules: vec![], unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Deny };
+        let p =
+            Policy { rules: vec![], unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Deny, shadow: false };
         let any = principal(&[], json!({}));
         for m in ["initialize", "ping", "server/discover", "notifications/initialized", "subscriptions/listen"] {
             assert_eq!(p.evaluate(m, None, &any), Access::Allow, "{m}");
         }
         assert!(matches!(p.evaluate("resources/list", None, &any), Access::Denied { .. }));
         assert!(p.governs("resources/read"));
+    }
+
+    #[test]
+    fn argument_conditions_are_requirements_of_the_deciding_rule() {
+        let mut r = rule("tools/call", Some("createTask"), &["write"]);
+        r.arguments = vec![ArgumentCondition {
+            pointer: "/project".into(),
+            test: crate::mcp::arguments::ArgumentTest::InClaim("projects".into()),
+            negate: false,
+            optional: false,
+        }];
+        r.label = "create-in-own-project".into();
+        let p = policy(vec![r, rule("tools/call", Some("*"), &[])]);
+        let writer = principal(&["write"], json!({"projects": ["apollo"]}));
+        let own = json!({"project": "apollo"});
+        let other = json!({"project": "skylab"});
+        assert_eq!(p.decide("tools/call", Some("createTask"), Some(&own), &writer).access, Access::Allow);
+        let refused = p.decide("tools/call", Some("createTask"), Some(&other), &writer);
+        assert_eq!(
+            refused.access,
+            Access::ArgumentNotAllowed { argument: "/project".into(), rule: "create-in-own-project".into() },
+            "a later catch-all rule does not get a second chance"
+        );
+        assert_eq!(refused.rule, Some(0));
+        // Scopes first: a caller without them is asked for scopes, not told about arguments.
+        let reader = principal(&["read"], json!({"projects": ["apollo"]}));
+        assert!(matches!(
+            p.decide("tools/call", Some("createTask"), Some(&own), &reader).access,
+            Access::InsufficientScope { .. }
+        ));
+        // Lists are name-based: the tool is listed for whoever may call it with some arguments.
+        assert_eq!(p.evaluate("tools/call", Some("createTask"), &writer), Access::Allow);
+        assert!(p.reads_arguments());
+    }
+
+    #[test]
+    fn shadow_rules_report_and_never_refuse() {
+        let mut strict = rule("tools/call", Some("getTasks"), &["admin"]);
+        strict.shadow = true;
+        let p = policy(vec![strict, rule("tools/call", Some("getTasks"), &["read"])]);
+        let reader = principal(&["read"], json!({}));
+        let d = p.decide("tools/call", Some("getTasks"), None, &reader);
+        assert_eq!((d.access, d.rule), (Access::Allow, Some(1)), "enforced by the rule after the shadow one");
+        let (would, rule) = d.would_deny.expect("the shadow rule would refuse");
+        assert!(matches!(would, Access::InsufficientScope { .. }));
+        assert_eq!(rule, Some(0));
+        let admin = principal(&["read", "admin"], json!({}));
+        assert_eq!(p.decide("tools/call", Some("getTasks"), None, &admin).would_deny, None);
+        // Lists follow the enforced rules only.
+        assert_eq!(p.evaluate("tools/call", Some("getTasks"), &reader), Access::Allow);
+    }
+
+    #[test]
+    fn a_shadow_policy_allows_everything_and_reports_what_it_would_refuse() {
+        let mut p = policy(vec![rule("tools/call", Some("createTask"), &["write"])]);
+        p.shadow = true;
+        let reader = principal(&["read"], json!({}));
+        for (name, refused) in [("createTask", true), ("unlisted", true)] {
+            let d = p.decide("tools/call", Some(name), None, &reader);
+            assert_eq!(d.access, Access::Allow, "{name}");
+            assert_eq!(d.would_deny.is_some(), refused, "{name}");
+        }
+        assert_eq!(p.evaluate("tools/call", Some("createTask"), &reader), Access::Allow, "nothing trimmed");
+        let writer = principal(&["write"], json!({}));
+        assert_eq!(p.decide("tools/call", Some("createTask"), None, &writer).would_deny, None);
     }
 }
