@@ -11,6 +11,7 @@
 //! counted. Summaries go to stderr: `cargo test --test wycheproof -- --nocapture` shows them.
 
 mod common;
+mod differential;
 
 use mcp_authz::jwt::jwk::KeySet;
 use mcp_authz::jwt::signature::{Algorithm, KeyError, VerifyingKey};

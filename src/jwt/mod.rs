@@ -5,6 +5,7 @@ pub mod base64url;
 pub mod cache;
 pub mod claims;
 pub mod jwk;
+pub mod montgomery;
 pub mod rsa;
 pub mod signature;
 pub mod token;

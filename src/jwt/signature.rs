@@ -1,10 +1,11 @@
 //! Signature algorithms and verifying keys.
 //!
-//! The maintained RustCrypto crates do the mathematics (`crypto-bigint` for RSA, see `rsa.rs`; `p256`,
-//! `p384`, `ed25519-compact`); this module only decides which of them runs, with which parameters, and
+//! The maintained RustCrypto crates do the mathematics (`p256`, `p384`, `ed25519-compact`) except RSA's
+//! public operation, see `rsa.rs` and `montgomery.rs`; this module only decides which of them runs, with which parameters, and
 //! refuses combinations that JWS (RFC 7518) does not allow. `verify` takes the raw signing input and signature so the same code path
 //! can be run against the Wycheproof vectors (tests/wycheproof.rs).
 
+use super::montgomery::bit_length;
 use super::rsa::{Hash, RsaKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,14 +176,6 @@ impl VerifyingKey {
             }
         };
         if ok { Ok(()) } else { Err(SignatureError::Invalid) }
-    }
-}
-
-/// Bit length of a big-endian integer (for the error message of a key that is refused before use).
-fn bit_length(be: &[u8]) -> usize {
-    match be.iter().position(|&b| b != 0) {
-        Some(first) => (be.len() - first - 1) * 8 + (8 - be[first].leading_zeros() as usize),
-        None => 0,
     }
 }
 
