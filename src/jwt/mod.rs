@@ -4,6 +4,7 @@ pub mod authenticator;
 pub mod base64url;
 pub mod cache;
 pub mod claims;
+pub mod ecdsa;
 pub mod jwk;
 pub mod montgomery;
 pub mod rsa;

@@ -4,6 +4,8 @@
 //!
 //! RSA: `jwt::montgomery::PublicModulus::pow_65537` against `crypto-bigint`'s `BoxedMontyForm` (16
 //! squarings and a multiplication, the code it replaced), for moduli of every limb-count boundary.
+//! ECDSA: u1·G + u2·Q from `jwt::ecdsa`'s fixed-base tables against `p256`/`p384`'s own scalar
+//! multiplication, including sums that are the identity or a doubling.
 
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
 use crypto_bigint::{BoxedUint, Odd};
@@ -160,3 +162,65 @@ fn rsa_modulus_outside_the_supported_range_is_refused() {
     assert!(PublicModulus::new(&[1]).is_none(), "1");
     assert!(PublicModulus::new(&[]).is_none(), "empty");
 }
+
+// ------------------------------------------------------------------------------------------------
+// ECDSA: u1·G + u2·Q from the fixed-base tables (`jwt::ecdsa`) against the crates' own arithmetic.
+// ------------------------------------------------------------------------------------------------
+
+macro_rules! ec_lincomb_test {
+    ($test:ident, $module:ident, $curve_mod:ident, $bytes:expr) => {
+        #[test]
+        fn $test() {
+            use mcp_authz::jwt::ecdsa::$curve_mod::{Key, lincomb_with_tables};
+            use $module::elliptic_curve::Group;
+            use $module::elliptic_curve::ops::Reduce;
+            use $module::{FieldBytes, ProjectivePoint, Scalar};
+
+            let mut rng = Rng::new(0x6563_6473_61);
+            let scalar = |rng: &mut Rng| {
+                let bytes = FieldBytes::try_from(rng.bytes($bytes).as_slice()).unwrap();
+                <Scalar as Reduce<FieldBytes>>::reduce(&bytes)
+            };
+            let minus_one = -Scalar::ONE;
+            let mut cases = 0;
+            for round in 0..12 {
+                // Q = k·G for a known k, so that the combinations below can hit the identity and
+                // doublings (u1·G = ±u2·Q) on purpose.
+                let k = if round == 0 {
+                    Scalar::ONE
+                } else if round == 1 {
+                    minus_one
+                } else {
+                    scalar(&mut rng)
+                };
+                let q = ProjectivePoint::generator() * k;
+                let key = Key::new(q);
+                let mut pairs = vec![
+                    (Scalar::ZERO, Scalar::ZERO),
+                    (Scalar::ONE, Scalar::ZERO),
+                    (Scalar::ZERO, Scalar::ONE),
+                    (minus_one, minus_one),
+                    (Scalar::ONE, minus_one),
+                ];
+                for _ in 0..10 {
+                    let (a, b) = (scalar(&mut rng), scalar(&mut rng));
+                    pairs.push((a, b));
+                    pairs.push((-(k * b), b)); // u1·G + u2·Q = identity
+                    pairs.push((k * b, b)); // u1·G = u2·Q: the sum is a doubling
+                    pairs.push((a, Scalar::ZERO));
+                    pairs.push((Scalar::ZERO, b));
+                }
+                for (u1, u2) in pairs {
+                    let expected = ProjectivePoint::generator() * u1 + q * u2;
+                    let got = lincomb_with_tables(&key, &u1, &u2);
+                    assert_eq!(got.to_affine(), expected.to_affine(), "round {round}: u1 = {u1:?}, u2 = {u2:?}");
+                    cases += 1;
+                }
+            }
+            eprintln!("{}: u1·G + u2·Q, {cases} cases agree with the crate's arithmetic", stringify!($module));
+        }
+    };
+}
+
+ec_lincomb_test!(p256_fixed_base_lincomb_matches_the_crate, p256, p256_curve, 32);
+ec_lincomb_test!(p384_fixed_base_lincomb_matches_the_crate, p384, p384_curve, 48);
