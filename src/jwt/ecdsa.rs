@@ -19,6 +19,7 @@
 //! combination against `primeorder`'s own on random and edge-case scalars (tests/differential/), both
 //! natively and as Wasm.
 
+use primeorder::elliptic_curve::sec1::{Sec1Point, ToSec1Point};
 use primeorder::{Double, LookupTable, PrimeCurveParams, ProjectivePoint, Radix16Decomposition, Radix16Digits, Scalar};
 use std::sync::OnceLock;
 
@@ -88,6 +89,11 @@ pub struct EcKey<C: PrimeCurveParams> {
 impl<C: PrimeCurveParams> EcKey<C> {
     pub fn new(point: ProjectivePoint<C>) -> EcKey<C> {
         EcKey { point, tables: OnceLock::new() }
+    }
+
+    /// The point's SEC1 encoding (`compress`: x and the sign of y only), as the crates' keys offer it.
+    pub fn to_sec1_point(&self, compress: bool) -> Sec1Point<C> {
+        self.point.to_sec1_point(compress)
     }
 
     pub fn tables(&self, positions: usize) -> &[LookupTable<ProjectivePoint<C>>] {
