@@ -1,18 +1,19 @@
 //! The RSA public operation s^65537 mod n, for the moduli our key policy accepts (2048 to 4096 bits).
 //!
-//! Why this exists instead of a crate: Wasm has 64-bit multiplication but no 64×64→128 one, so bignum
-//! crates compile to 32-bit limbs there, and every 32×32→64 multiply-accumulate then splits its sum
-//! into a low word and a carry. `crypto-bigint` (the fastest maintained crate measured here,
-//! docs/performance-notes.md) spends ~10 µs per 2048-bit Montgomery multiplication that way in V8.
-//! This module uses 27-bit limbs held in `u64`: a product is below 2^54, so a whole column of products
-//! (at most 2·152 of them, < 2^63) is summed without any carry handling, and carries are propagated once
-//! per row. The multiply-accumulate is then one multiply and one add, which roughly halves the cost.
+//! Why this exists instead of a crate: Wasm has 64-bit multiplication but no 64×64→128 one. On wasm32
+//! `crypto-bigint` (the fastest maintained crate measured, docs/performance-notes.md) uses 64-bit limbs
+//! whose products go through a 128-bit multiply in software (`__multi3`); with 32-bit limbs every
+//! multiply-accumulate splits its sum into a low word and a carry instead. Either way it spent ~10 µs per
+//! 2048-bit Montgomery multiplication in V8. This module uses 27-bit limbs held in `u64`: a product is
+//! below 2^54, so a whole column of products (at most 2·152 of them, < 2^63) is summed without any carry
+//! handling, and carries are propagated once per row. A multiply-accumulate is then one multiply and one
+//! add: ~4 µs per multiplication.
 //!
 //! Sizes are const generic: 76, 116 and 152 limbs cover moduli up to 2050, 3130 and 4102 bits, so the
 //! three common key sizes each get a fully sized, allocation-free instance whose loop bounds the
 //! compiler knows.
 //!
-//! Montgomery radix R = 2^(27·LIMBS) is at least 4n (one limb count is chosen so), so a product of two
+//! Montgomery radix R = 2^(27·LIMBS) is at least 4n (the limb count is chosen so), so a product of two
 //! values below 2n, reduced, is again below 2n: no conditional subtraction is needed between steps, only
 //! one at the end. Everything here works on public values (key, signature), so variable time is fine.
 //!
