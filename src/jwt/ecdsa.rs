@@ -185,6 +185,7 @@ macro_rules! curve {
             pub fn verify(key: &Key, message: &[u8], signature: &[u8]) -> bool {
                 // from_slice refuses r or s of zero or not below n.
                 let Ok(signature) = $module::ecdsa::Signature::from_slice(signature) else { return false };
+                // No low-s rule: `NORMALIZE_S` is false for both NIST curves, as in `ecdsa`'s verifier.
                 let (r, s) = signature.split_scalars();
                 let z = <$module::Scalar as Reduce<$module::FieldBytes>>::reduce(&<$hash>::digest(message));
                 // On a NonZeroScalar the inverse always exists.

@@ -4,16 +4,16 @@
 //! `crypto-bigint` (the fastest maintained crate measured, docs/performance-notes.md) uses 64-bit limbs
 //! whose products go through a 128-bit multiply in software (`__multi3`); with 32-bit limbs every
 //! multiply-accumulate splits its sum into a low word and a carry instead. Either way it spent ~10 µs per
-//! 2048-bit Montgomery multiplication in V8. This module uses 27-bit limbs held in `u64`: a product is
-//! below 2^54, so a whole column of products (at most 2·152 of them, < 2^63) is summed without any carry
-//! handling, and carries are propagated once per row. A multiply-accumulate is then one multiply and one
-//! add: ~4 µs per multiplication.
+//! 2048-bit Montgomery multiplication in V8. This module uses 28- or 27-bit limbs held in `u64`: a
+//! product is below 2^56, so a whole column of products (at most 2·110 of them below 2^56, or 2·152
+//! below 2^54) is summed without any carry handling, and carries are propagated once per row. A
+//! multiply-accumulate is then one multiply and one add: ~4 µs per multiplication.
 //!
-//! Sizes are const generic: 76, 116 and 152 limbs cover moduli up to 2050, 3130 and 4102 bits, so the
-//! three common key sizes each get a fully sized, allocation-free instance whose loop bounds the
-//! compiler knows.
+//! Sizes are const generic: 74 and 110 limbs of 28 bits and 152 limbs of 27 bits cover moduli up to
+//! 2070, 3078 and 4102 bits, so the three common key sizes each get a fully sized, allocation-free
+//! instance whose loop bounds the compiler knows (4096 bits needs 27-bit limbs for the column bound).
 //!
-//! Montgomery radix R = 2^(27·LIMBS) is at least 4n (the limb count is chosen so), so a product of two
+//! Montgomery radix R = 2^(BITS·LIMBS) is at least 4n (the limb count is chosen so), so a product of two
 //! values below 2n, reduced, is again below 2n: no conditional subtraction is needed between steps, only
 //! one at the end. Everything here works on public values (key, signature), so variable time is fine.
 //!
@@ -22,19 +22,15 @@
 
 use crypto_bigint::{BoxedUint, NonZero};
 
-const LIMB_BITS: u32 = 27;
-const LIMB_MASK: u64 = (1 << LIMB_BITS) - 1;
+const fn mask(bits: u32) -> u64 {
+    (1 << bits) - 1
+}
 
-/// Largest limb count; with it, a column holds at most 2·152 products below 2^54 plus one carry
-/// below 2^37, comfortably below 2^64.
-const MAX_LIMBS: usize = 152;
-const _: () = assert!((2 * MAX_LIMBS as u128 + 1) << (2 * LIMB_BITS) < 1 << 64);
-
-/// A modulus of `LIMBS` 27-bit limbs with its Montgomery constants.
+/// A modulus of `LIMBS` limbs of `BITS` bits with its Montgomery constants.
 #[derive(Clone)]
-struct Modulus<const LIMBS: usize> {
+struct Modulus<const LIMBS: usize, const BITS: u32> {
     n: [u64; LIMBS],
-    /// −n⁻¹ mod 2^27.
+    /// −n⁻¹ mod 2^BITS.
     n0_inv: u64,
     /// R² mod n, to bring a value into Montgomery form.
     r2: [u64; LIMBS],
@@ -44,13 +40,12 @@ struct Modulus<const LIMBS: usize> {
 #[derive(Clone)]
 pub struct PublicModulus(Instance);
 
-/// The three instances: 76, 116 and 152 limbs (multiples of 4, for the unrolled loops) hold moduli up to 2050, 3130
-/// and 4102 bits with R ≥ 4n.
+/// The three instances, each holding moduli with R ≥ 4n up to 2070, 3078 and 4102 bits.
 #[derive(Clone)]
 enum Instance {
-    Up2050(Box<Modulus<76>>),
-    Up3130(Box<Modulus<116>>),
-    Up4102(Box<Modulus<152>>),
+    Up2070(Box<Modulus<74, 28>>),
+    Up3078(Box<Modulus<110, 28>>),
+    Up4102(Box<Modulus<152, 27>>),
 }
 
 impl PublicModulus {
@@ -60,13 +55,13 @@ impl PublicModulus {
         if bits < 2 || n.last().is_none_or(|&low| low & 1 == 0) {
             return None;
         }
-        // R = 2^(27·LIMBS) must be at least 4n: 27·LIMBS ≥ bits + 2.
-        let fits = |limbs: usize| bits + 2 <= limbs * LIMB_BITS as usize;
-        Some(PublicModulus(if fits(76) {
-            Instance::Up2050(Box::new(Modulus::new(n)?))
-        } else if fits(116) {
-            Instance::Up3130(Box::new(Modulus::new(n)?))
-        } else if fits(152) {
+        // R = 2^(BITS·LIMBS) must be at least 4n: BITS·LIMBS ≥ bits + 2.
+        let fits = |limbs: usize, limb_bits: usize| bits + 2 <= limbs * limb_bits;
+        Some(PublicModulus(if fits(74, 28) {
+            Instance::Up2070(Box::new(Modulus::new(n)?))
+        } else if fits(110, 28) {
+            Instance::Up3078(Box::new(Modulus::new(n)?))
+        } else if fits(152, 27) {
             Instance::Up4102(Box::new(Modulus::new(n)?))
         } else {
             return None;
@@ -78,33 +73,34 @@ impl PublicModulus {
     /// is at least as long as n).
     pub fn pow_65537(&self, s: &[u8], out: &mut [u8]) -> Option<()> {
         match &self.0 {
-            Instance::Up2050(m) => m.pow_65537(s, out),
-            Instance::Up3130(m) => m.pow_65537(s, out),
+            Instance::Up2070(m) => m.pow_65537(s, out),
+            Instance::Up3078(m) => m.pow_65537(s, out),
             Instance::Up4102(m) => m.pow_65537(s, out),
         }
     }
 }
 
-impl<const LIMBS: usize> Modulus<LIMBS> {
-    fn new(n_be: &[u8]) -> Option<Modulus<LIMBS>> {
-        const { assert!(LIMBS.is_multiple_of(4) && LIMBS <= MAX_LIMBS) };
-        let n = from_be_bytes::<LIMBS>(n_be)?;
+impl<const LIMBS: usize, const BITS: u32> Modulus<LIMBS, BITS> {
+    fn new(n_be: &[u8]) -> Option<Modulus<LIMBS, BITS>> {
+        // A column holds at most 2·LIMBS products below 2^(2·BITS) plus a carry: it must fit a u64.
+        const { assert!(((2 * LIMBS as u128 + 1) << (2 * BITS)) < 1 << 64) };
+        let n = from_be_bytes::<LIMBS, BITS>(n_be)?;
         // Newton's iteration for n⁻¹ mod 2^64 (each step doubles the correct low bits; n·n ≡ 1 mod 8).
         let mut inv = n[0];
         for _ in 0..5 {
             inv = inv.wrapping_mul(2u64.wrapping_sub(n[0].wrapping_mul(inv)));
         }
-        let n0_inv = inv.wrapping_neg() & LIMB_MASK;
+        let n0_inv = inv.wrapping_neg() & mask(BITS);
         // R² mod n by crypto-bigint's division, once per key.
         let modulus = NonZero::new(BoxedUint::from_be_slice_vartime(n_be)).into_option()?;
-        let r_squared_bits = 2 * LIMB_BITS * LIMBS as u32;
+        let r_squared_bits = 2 * BITS * LIMBS as u32;
         let r_squared = BoxedUint::one_with_precision(r_squared_bits + 1).shl_vartime(r_squared_bits)?;
-        let r2 = from_be_bytes::<LIMBS>(&r_squared.rem_vartime(&modulus).to_be_bytes())?;
+        let r2 = from_be_bytes::<LIMBS, BITS>(&r_squared.rem_vartime(&modulus).to_be_bytes())?;
         Some(Modulus { n, n0_inv, r2 })
     }
 
     fn pow_65537(&self, s_be: &[u8], out: &mut [u8]) -> Option<()> {
-        let s = from_be_bytes::<LIMBS>(s_be)?;
+        let s = from_be_bytes::<LIMBS, BITS>(s_be)?;
         // x = s·R mod n, then x^(2^16) in Montgomery form, then one product with s (not in Montgomery
         // form) leaves s^65537 in ordinary form.
         let mut x = [0u64; LIMBS];
@@ -116,7 +112,7 @@ impl<const LIMBS: usize> Modulus<LIMBS> {
         }
         self.mul(&x, &s, &mut y);
         self.reduce_below_n(&mut y);
-        to_be_bytes(&y, out)
+        to_be_bytes::<LIMBS, BITS>(&y, out)
     }
 
     /// out = a·b·R⁻¹ mod n, below 2n, for a and b below 2n in normalised limbs.
@@ -126,21 +122,10 @@ impl<const LIMBS: usize> Modulus<LIMBS> {
         for i in 0..LIMBS {
             let ai = a[i];
             // Row i of the product and row i of the reduction in one pass: m makes column i a multiple
-            // of 2^27 once a_i·b_0 is in it.
+            // of 2^BITS once a_i·b_0 is in it.
             let m = self.quotient_digit(acc[i] + ai * b[0]);
-            let row = &mut acc[i..i + LIMBS];
-            let n = &self.n;
-            // Unrolled by hand (LIMBS is a multiple of 4): the crate is built for size, which does not
-            // unroll, and index loops stay free of iterator calls at that level.
-            let mut j = 0;
-            while j < LIMBS {
-                row[j] += ai * b[j] + m * n[j];
-                row[j + 1] += ai * b[j + 1] + m * n[j + 1];
-                row[j + 2] += ai * b[j + 2] + m * n[j + 2];
-                row[j + 3] += ai * b[j + 3] + m * n[j + 3];
-                j += 4;
-            }
-            acc[i + 1] += acc[i] >> LIMB_BITS;
+            add_two_multiples(&mut acc[i..i + LIMBS], m, &self.n, ai, b);
+            acc[i + 1] += acc[i] >> BITS;
         }
         self.finish(acc, out);
     }
@@ -164,26 +149,26 @@ impl<const LIMBS: usize> Modulus<LIMBS> {
             let (low, high) = row.split_at_mut(i + 1);
             add_multiple(low, m, &self.n[..i + 1]);
             add_two_multiples(high, m, &self.n[i + 1..], ai, &doubled[i + 1..]);
-            acc[i + 1] += acc[i] >> LIMB_BITS;
+            acc[i + 1] += acc[i] >> BITS;
         }
         self.finish(acc, out);
     }
 
-    /// The m that makes column + m·n_0 a multiple of 2^27.
+    /// The m that makes column + m·n_0 a multiple of 2^BITS.
     #[inline(always)]
     fn quotient_digit(&self, column: u64) -> u64 {
-        ((column & LIMB_MASK) * self.n0_inv) & LIMB_MASK
+        ((column & mask(BITS)) * self.n0_inv) & mask(BITS)
     }
 
-    /// The upper half of the accumulator, carried into 27-bit limbs, is the reduced product. It is
+    /// The upper half of the accumulator, carried into limbs, is the reduced product. It is
     /// below 2n < R, so nothing carries out of the top limb.
     #[inline(always)]
     fn finish(&self, acc: &[u64], out: &mut [u64; LIMBS]) {
         let mut carry = 0;
         for j in 0..LIMBS {
             let v = acc[LIMBS + j] + carry;
-            out[j] = v & LIMB_MASK;
-            carry = v >> LIMB_BITS;
+            out[j] = v & mask(BITS);
+            carry = v >> BITS;
         }
         debug_assert_eq!(carry, 0);
     }
@@ -194,14 +179,15 @@ impl<const LIMBS: usize> Modulus<LIMBS> {
             let mut borrow = 0u64;
             for (x, n) in x.iter_mut().zip(&self.n) {
                 let v = x.wrapping_sub(*n).wrapping_sub(borrow);
-                *x = v & LIMB_MASK;
+                *x = v & mask(BITS);
                 borrow = v >> 63;
             }
         }
     }
 }
 
-/// row += m·n, elementwise over the shorter of the two (unrolled by hand, see `mul`).
+/// row += m·n, elementwise over the shorter of the two. Unrolled by hand: the crate is built for size,
+/// which does not unroll, and index loops stay free of the iterator calls that level leaves in place.
 #[inline(always)]
 fn add_multiple(row: &mut [u64], m: u64, n: &[u64]) {
     let len = row.len().min(n.len());
@@ -249,18 +235,18 @@ fn less_than<const LIMBS: usize>(a: &[u64; LIMBS], b: &[u64; LIMBS]) -> bool {
     false
 }
 
-/// Big-endian octets to 27-bit limbs; `None` if the value needs more than `LIMBS` limbs.
-fn from_be_bytes<const LIMBS: usize>(be: &[u8]) -> Option<[u64; LIMBS]> {
+/// Big-endian octets to limbs of `BITS` bits; `None` if the value needs more than `LIMBS` limbs.
+fn from_be_bytes<const LIMBS: usize, const BITS: u32>(be: &[u8]) -> Option<[u64; LIMBS]> {
     let mut limbs = [0u64; LIMBS];
     let (mut limb, mut filled, mut index) = (0u64, 0u32, 0usize);
     for &byte in be.iter().rev() {
         limb |= u64::from(byte) << filled;
         filled += 8;
-        if filled >= LIMB_BITS {
-            store(&mut limbs, index, limb & LIMB_MASK)?;
+        if filled >= BITS {
+            store(&mut limbs, index, limb & mask(BITS))?;
             index += 1;
-            limb >>= LIMB_BITS;
-            filled -= LIMB_BITS;
+            limb >>= BITS;
+            filled -= BITS;
         }
     }
     store(&mut limbs, index, limb)?;
@@ -278,14 +264,14 @@ fn store<const LIMBS: usize>(limbs: &mut [u64; LIMBS], index: usize, value: u64)
 }
 
 /// Normalised limbs to exactly `out.len()` big-endian octets; `None` if the value does not fit.
-fn to_be_bytes<const LIMBS: usize>(limbs: &[u64; LIMBS], out: &mut [u8]) -> Option<()> {
+fn to_be_bytes<const LIMBS: usize, const BITS: u32>(limbs: &[u64; LIMBS], out: &mut [u8]) -> Option<()> {
     let (mut acc, mut filled, mut next) = (0u64, 0u32, 0usize);
     let mut written = 0usize;
     let len = out.len();
     loop {
         while filled < 8 && next < LIMBS {
             acc |= limbs[next] << filled;
-            filled += LIMB_BITS;
+            filled += BITS;
             next += 1;
         }
         if filled == 0 {
