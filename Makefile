@@ -22,8 +22,10 @@ $(VENV_STAMP): requirements.txt
 	touch $@
 
 # The Wasm filter. rust-toolchain.toml pins the toolchain; adding the target is a no-op when present.
+# Where rustup's server cannot be reached, the shared toolchain script installs the same component.
+ADD_WASM_TARGET := rustup target add $(TARGET) || ../shared/toolchain/install-wasm32-wasip1.sh
 build:
-	rustup target add $(TARGET)
+	$(ADD_WASM_TARGET)
 	cargo build --release --target $(TARGET)
 	mkdir -p build
 	cp $(WASM_OUT) $(WASM)
@@ -34,7 +36,7 @@ WASI_RUNNER := node --no-warnings $(CURDIR)/scripts/wasi-run.mjs
 unit:
 	cargo test
 	command -v node >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs)
-	rustup target add $(TARGET)
+	$(ADD_WASM_TARGET)
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASI_RUNNER)" cargo test --target $(TARGET) --test wycheproof
 
 lint:
