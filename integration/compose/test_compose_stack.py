@@ -179,7 +179,10 @@ def test_idp_stopped_known_keys_still_verify_a_new_kid_is_refused_then_picked_up
     stack.docker("stop", "--time", "5", idp)
     try:
         assert mcp.initialize(old).status_code == 200, "keys Envoy already holds must keep working"
+        started = time.monotonic()
         refused = mcp.initialize(new)  # an unknown kid: one refetch, which fails; an answer, not a hang
+        print(f"IdP stopped: a token with a new kid got HTTP {refused.status_code} after "
+              f"{time.monotonic() - started:.2f} s")
         assert refused.status_code == 401, refused.text
         assert 'error="invalid_token"' in refused.headers["www-authenticate"]
         assert refused.json()["message"] == "signing key not found"
@@ -224,8 +227,10 @@ def test_mcp_server_killed_envoy_answers_503_then_restarted_works(stack: Compose
     server = stack.container("mcp-server")
     stack.docker("kill", server)
     try:
+        started = time.monotonic()
         r = mcp.initialize(reader)
         assert r.status_code == 503, (r.status_code, r.text)
+        print(f"MCP server killed: HTTP 503 ({r.text[:60]!r}) after {time.monotonic() - started:.2f} s")
     finally:
         stack.docker("start", server)
     stack.wait_healthy("mcp-server")
@@ -255,6 +260,7 @@ def test_envoy_restarted_refetches_keys_and_holds_requests_until_they_arrive(sta
                 answer["error"] = e
 
         held = threading.Thread(target=request, daemon=True)
+        sent = time.monotonic()
         held.start()
         poll("the request held for keys", lambda: stack.envoy_counter("wasmcustom.mcp_authz.held_for_keys"),
              lambda n: n >= 1, timeout=10, interval=0.05)
@@ -266,6 +272,8 @@ def test_envoy_restarted_refetches_keys_and_holds_requests_until_they_arrive(sta
     assert "error" not in answer, answer
     response = answer["response"]
     assert isinstance(response, httpx.Response) and response.status_code == 200, response
+    print(f"Envoy restarted with the IdP frozen: the request was held, then answered 200 "
+          f"{time.monotonic() - sent:.2f} s after it was sent")
     assert stack.envoy_counter("wasmcustom.mcp_authz.jwks_fetch_success") >= 1
     assert mcp.initialize(reader).status_code == 200
 
