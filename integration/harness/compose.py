@@ -13,7 +13,6 @@ import os
 import secrets
 import subprocess
 import time
-from typing import Iterable
 
 import httpx
 
@@ -142,7 +141,3 @@ def poll(what: str, attempt, until, timeout: float = 60.0, interval: float = 0.5
         time.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout:.0f} s; last: {last!r}")
 
-
-def wait_all(stack: ComposeStack, services: Iterable[str]) -> None:
-    for service in services:
-        stack.wait_healthy(service)
