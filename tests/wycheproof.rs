@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod differential;
 
 use mcp_authz::jwt::jwk::KeySet;
 use mcp_authz::jwt::signature::{Algorithm, KeyError, VerifyingKey};

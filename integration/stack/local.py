@@ -37,6 +37,19 @@ START_TIMEOUT = 60.0
 ALL_TOOLS = ("admin_reset", "createTask", "getTasks", "get_reddit_user", "whoami")
 
 
+def jsonrpc_messages(received: list[dict]) -> list[dict]:
+    """Every JSON-RPC message in the MCP server's `GET /_received` list (batches flattened; unparseable
+    bodies skipped)."""
+    out: list[dict] = []
+    for r in received:
+        try:
+            doc = json.loads(r["body"]) if r["method"] == "POST" else None
+        except ValueError:
+            continue
+        out.extend(m for m in (doc if isinstance(doc, list) else [doc]) if isinstance(m, dict))
+    return out
+
+
 class McpServerProcess:
     """stack/mcp_server.py as a child process on a free loopback port; `start()` returns once it answers."""
 
@@ -83,15 +96,7 @@ class McpServerProcess:
         return httpx.get(f"{self.url}/_received", timeout=5).json()
 
     def messages(self) -> list[dict]:
-        """Every JSON-RPC message that reached the server (batches flattened; unparseable bodies skipped)."""
-        out: list[dict] = []
-        for r in self.received():
-            try:
-                doc = json.loads(r["body"]) if r["method"] == "POST" else None
-            except ValueError:
-                continue
-            out.extend(m for m in (doc if isinstance(doc, list) else [doc]) if isinstance(m, dict))
-        return out
+        return jsonrpc_messages(self.received())
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_reset", timeout=5)
