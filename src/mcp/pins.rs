@@ -98,12 +98,20 @@ fn number(x: f64, out: &mut String) {
     if x < 0.0 {
         out.push('-');
     }
-    // Rust prints the shortest round-trip digits: "d.ddde±x".
-    let scientific = format!("{:e}", x.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // serde_json prints the shortest digits that read back to the same double (ryu): `1.5`, `1e100`,
+    // `1.5e-7`, `0.0001`. Only those digits and the decimal point's place are taken from it.
+    let shortest = serde_json::Number::from_f64(x.abs()).map_or_else(String::new, |n| n.to_string());
+    let (mantissa, exponent) = shortest.split_once('e').unwrap_or((&shortest, "0"));
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = format!("{int_part}{frac_part}");
+    let significant = all_digits.trim_start_matches('0');
+    let leading_zeros = (all_digits.len() - significant.len()) as i64;
+    let n = int_part.len() as i64 + exponent.parse::<i64>().unwrap_or(0) - leading_zeros;
+    let digits = match significant.trim_end_matches('0') {
+        "" => "0",
+        d => d,
+    };
     let k = digits.len() as i64;
-    let n = exponent.parse::<i64>().unwrap_or(0) + 1;
     if k <= n && n <= 21 {
         out.push_str(&digits);
         out.extend(std::iter::repeat_n('0', (n - k) as usize));
