@@ -22,7 +22,10 @@ import time
 import uuid
 from typing import Any
 
-from .common import JsonServer, Request, Response, SigningKey, error, jwks_document, new_key, script_args, setup_logging
+from harness.keys import SigningKey, jwks_document, make_key
+from harness.scripted_http import Request, Response, error
+
+from .common import JsonServer, script_args, setup_logging
 
 DEFAULT_AUDIENCE = "mcp-demo"
 ALGORITHMS = ("RS256", "ES256")
@@ -40,7 +43,7 @@ class IdentityProvider(JsonServer):
         self.token_ttl = token_ttl
         self.jwks_max_age = jwks_max_age
         self._keys_lock = threading.Lock()
-        self.active: dict[str, SigningKey] = {alg: new_key(alg) for alg in ALGORITHMS}
+        self.active: dict[str, SigningKey] = {alg: make_key(alg) for alg in ALGORITHMS}
         self.published: list[SigningKey] = list(self.active.values())
         self.routes.update({
             ("GET", "/.well-known/jwks.json"): self._jwks,
@@ -94,7 +97,7 @@ class IdentityProvider(JsonServer):
         with self._keys_lock:
             for alg in algorithms:
                 old = self.active[alg]
-                self.active[alg] = new_key(alg)
+                self.active[alg] = make_key(alg)
                 if not keep_old:
                     self.published = [k for k in self.published if k.kid != old.kid]
                 self.published.append(self.active[alg])
