@@ -22,27 +22,23 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "integration"))
-
-from harness.envoy import Envoy, envoy_binary, filter_config, proc_status_kib, remote_jwks, wasm_path  # noqa: E402
-from harness.keys import AUDIENCE, ISSUER, b64url, make_key, mint, tamper_signature  # noqa: E402
-from harness.ports import free_port  # noqa: E402
-from harness.servers import JwksServer  # noqa: E402
-from stack.sts import TokenExchangeServer  # noqa: E402
+from harness import machine, wrk
+from harness.envoy import REPO, Envoy, envoy_version, filter_config, remote_jwks, wasm_path
+from harness.keys import AUDIENCE, ISSUER, b64url, make_key, mint, tamper_signature
+from harness.ports import free_port
+from harness.processes import RssSampler, rss_kib
+from harness.servers import JwksServer
+from harness.wrk import lua_string, lua_value
+from stack.sts import TokenExchangeServer
 
 LUA = Path(__file__).with_name("soak.lua")
 CONCURRENCY = 2  # Envoy workers: also exercises what the filter shares across workers (JWKS, stats)
@@ -193,36 +189,6 @@ def build_cycle(port: int, tokens: Tokens, seed: int = 7) -> list[dict]:
     return cycle
 
 
-def lua_string(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 32 <= code < 127:
-            out.append(ch)
-        elif code < 256:
-            out.append(f"\\{code:03d}")
-        else:
-            raise ValueError("requests are ASCII")
-    out.append('"')
-    return "".join(out)
-
-
-def lua_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return lua_string(v)
-    if isinstance(v, (list, tuple)):
-        return "{" + ",".join(lua_value(x) for x in v) + "}"
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}={lua_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
-
-
 def write_lua_data(path: Path, port: int, tokens: Tokens) -> None:
     categories = [{"name": c.name, "status": c.status, "where": c.where, "contains": list(c.contains),
                    "absent": list(c.absent)} for c in CATEGORIES]
@@ -312,42 +278,6 @@ def soak_filter_config(jwks_port: int, sts_port: int):
     return configure
 
 
-def envoy_version() -> str:
-    out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=60).stdout
-    m = re.search(r"version:\s*(\S+)", out)
-    return m.group(1) if m else out.strip()
-
-
-def rss_kib(pid: int) -> int:
-    return proc_status_kib(pid, "VmRSS")
-
-
-class RssSampler:
-    """Samples Envoy's VmRSS every few seconds while a pass runs (bounded by the pass itself)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._t0 = time.monotonic()
-
-    def _run(self) -> None:
-        while True:
-            with contextlib.suppress(OSError, RuntimeError):
-                self.samples.append((time.monotonic() - self._t0, rss_kib(self.pid)))
-            if self._stop.wait(RSS_SAMPLE_SECONDS):
-                return
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 # ---------------------------------------------------------------------------------------------------
 # One wrk pass
 # ---------------------------------------------------------------------------------------------------
@@ -378,33 +308,26 @@ class Pass:
         return {(c, s): n for (c, s, v), n in self.counts.items() if v == "bad"}
 
 
-def run_wrk(url: str, data: Path, workdir: Path, requests: int, connections: int, max_seconds: int,
-            name: str, fresh_offset: int = 0) -> Pass:
+def run_pass(url: str, data: Path, workdir: Path, requests: int, connections: int, max_seconds: int,
+             name: str, fresh_offset: int = 0) -> Pass:
     """One pass: `requests` requests over `connections` connections, bounded by `max_seconds`.
     `fresh_offset`: fresh-pool entries each thread skips (those the previous pass used are cached)."""
     result = workdir / f"{name}.result"
     markers = workdir / f"{name}.done"
     markers.mkdir()
-    argv = ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{max_seconds}s", "--timeout", "10s",
-            "-s", str(LUA), url, "--", str(data), str(requests), str(connections), str(result), str(markers),
-            str(fresh_offset)]
+    argv = wrk.argv(url, LUA, max_seconds, connections, threads=connections, timeout="10s",
+                    args=(data, requests, connections, result, markers, fresh_offset))
     started = time.time()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir,
-                            stdin=subprocess.DEVNULL)
+    load = wrk.Wrk(argv, cwd=workdir)
     deadline = time.monotonic() + max_seconds
     # Every thread leaves a marker when it has its last response; wrk itself would sleep out -d.
-    while len(list(markers.iterdir())) < connections and proc.poll() is None and time.monotonic() < deadline:
+    while len(list(markers.iterdir())) < connections and load.running and time.monotonic() < deadline:
         time.sleep(0.1)
     finished = [m.stat().st_mtime for m in markers.iterdir()]
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        output, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        output, _ = proc.communicate(timeout=30)
+    load.interrupt()
+    output = load.finish(60)
     if not result.exists():
-        raise RuntimeError(f"wrk wrote no result (exit {proc.returncode}):\n{output}")
+        raise RuntimeError(f"wrk wrote no result (exit {load.proc.returncode}):\n{output}")
     if len(finished) < connections:
         print(f"soak: {name}: only {len(finished)} of {connections} wrk threads finished within {max_seconds} s",
               file=sys.stderr)
@@ -584,38 +507,6 @@ def admin_ready(envoy: Envoy) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
-    return {"os": f"{platform.system()} {platform.release()} {platform.machine()}", "cpu": cpu,
-            "cores": str(os.cpu_count()), "memory": mem}
-
-
-def git_describe() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"], cwd=REPO,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
-        return rev + (" (with uncommitted changes to src/)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def wrk_version() -> str:
-    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=30)
-    return (out.stdout + out.stderr).splitlines()[0].split(" Copyright")[0].strip()
-
-
 def fmt(n: int | float) -> str:
     return f"{n:,}".replace(",", " ") if isinstance(n, int) else f"{n:,.1f}".replace(",", " ")
 
@@ -790,6 +681,16 @@ def main() -> int:
     return 0 if ctx["checks"].passed else 1
 
 
+def machine_info() -> dict[str, str]:
+    return {"os": machine.system(), "cpu": machine.cpu_model(), "cores": str(machine.cores()),
+            "memory": machine.memory()}
+
+
+def commit() -> str:
+    changed = machine.git_changed("src", "Cargo.toml", "Cargo.lock")
+    return machine.git_commit() + (" (with uncommitted changes to src/)" if changed else "")
+
+
 def run(args: argparse.Namespace, warmup: int) -> dict:
     """Starts everything, runs both passes, checks; returns what the summary and the report need."""
     keys = {alg: make_key(alg, kid=f"soak-{alg.lower()}") for alg in ("ES256", "RS256", "EdDSA")}
@@ -810,13 +711,13 @@ def run(args: argparse.Namespace, warmup: int) -> dict:
                 raise RuntimeError("the filter did not load its JWKS within 30 s")
             start = snapshot("start", envoy, sts, jwks)
             print(f"soak: Envoy pid {start.pid} ready, RSS {start.rss_kib} KiB; warm-up: {warmup} requests", flush=True)
-            warm = run_wrk(envoy.url, data, workdir, warmup, args.connections, bound(warmup), "warmup")
+            warm = run_pass(envoy.url, data, workdir, warmup, args.connections, bound(warmup), "warmup")
             before = snapshot("before", envoy, sts, jwks)
             print(f"soak: warm-up done in {warm.duration_s:.1f} s, RSS {before.rss_kib} KiB; "
                   f"measured pass: {args.requests} requests", flush=True)
-            with RssSampler(start.pid) as sampler:
-                main_pass = run_wrk(envoy.url, data, workdir, args.requests, args.connections, bound(args.requests),
-                                    "main", fresh_offset=-(-warm.by_cat["fresh"] // args.connections))
+            with RssSampler(start.pid, RSS_SAMPLE_SECONDS) as sampler:
+                main_pass = run_pass(envoy.url, data, workdir, args.requests, args.connections, bound(args.requests),
+                                     "main", fresh_offset=-(-warm.by_cat["fresh"] // args.connections))
             envoy.wait_for(lambda: envoy.active_requests() == 0, timeout=10)
             after = snapshot("after", envoy, sts, jwks)
             checks = Checks()
@@ -826,10 +727,10 @@ def run(args: argparse.Namespace, warmup: int) -> dict:
             passed = checks.passed
             return {
                 "warm": warm, "main": main_pass, "start": start, "before": before, "after": after, "checks": checks,
-                "machine": machine(), "date": datetime.date.today().isoformat(),
+                "machine": machine_info(), "date": datetime.date.today().isoformat(),
                 "envoy_version": envoy_version(), "log_level": args.log_level,
-                "wasm_sha": hashlib.sha256(wasm_path().read_bytes()).hexdigest()[:16], "commit": git_describe(),
-                "wrk_version": wrk_version(), "connections": args.connections, "rss_samples": sampler.samples,
+                "wasm_sha": hashlib.sha256(wasm_path().read_bytes()).hexdigest()[:16], "commit": commit(),
+                "wrk_version": wrk.version(), "connections": args.connections, "rss_samples": sampler.samples,
                 "exchange_tokens": len(tokens.exchangers),
                 "log_bytes": envoy.log_path.stat().st_size, "log_lines": envoy.log_text().count("\n"),
             }
