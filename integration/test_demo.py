@@ -137,7 +137,15 @@ def test_demo_against_the_compose_stack():
     result = subprocess.run([sys.executable, "-u", str(DEMO), "--once", "--external"], capture_output=True, text=True,
                             timeout=RUN_TIMEOUT, stdin=subprocess.DEVNULL)
     out = result.stdout + result.stderr
-    # Without the local stack's handles the demo cannot show the tasks API's view; the steps are the same.
     for line in EXPECTED:
         assert line in out, f"missing: {line!r}\n{out}"
     assert result.returncode == 0, out
+    # On the compose network the demo also asks the tasks API and the MCP server what reached them.
+    if os.environ.get("MCP_AUTHZ_TASKS_API_URL"):
+        # (a count that grows: the stack keeps the tasks earlier sessions created)
+        assert re.search(r"\[ok\] allowed-call: getTasks -> Found \d+ tasks for alice:", out), out
+        assert "the tasks API verified the same token again: iss=http://idp:9000 sub=alice" in out, out
+        assert re.search(r"the tasks API received the exchanged token: iss=http://sts:9100 aud=tasks-api "
+                         r"scopes=read:tasks write:tasks act=\{\"sub\": \"mcp-gateway\"\}", out), out
+    if os.environ.get("MCP_AUTHZ_MCP_SERVER_URL"):
+        assert "createTask -> HTTP 403 (the MCP server never saw it)" in out, out

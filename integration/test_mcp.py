@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from harness.envoy import Envoy, filter_config
+from harness.jsonrpc import messages
 from harness.keys import SigningKey, make_key, mint
 from harness.mcp_upstream import McpServer
 from harness.servers import JwksServer
@@ -174,18 +175,6 @@ def test_legacy_handshake_through_the_sdk_fallback(mcp: McpStack) -> None:
 # -- raw HTTP: list trimming ---------------------------------------------------------------------------
 
 
-def _messages(r: httpx.Response) -> list[dict]:
-    if r.headers["content-type"].startswith("text/event-stream"):
-        out = []
-        for event in r.text.replace("\r\n", "\n").split("\n\n"):
-            data = "\n".join(l[5:].lstrip() for l in event.split("\n") if l.startswith("data:"))
-            if data:
-                out.append(json.loads(data))
-        return out
-    doc = r.json()
-    return doc if isinstance(doc, list) else [doc]
-
-
 def _legacy_headers(mcp: McpStack, token: str, version: str = "2025-06-18") -> dict:
     init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
             "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
@@ -205,7 +194,7 @@ def test_tools_list_is_trimmed_per_caller_and_marked_private(mcp: McpStack) -> N
         r = mcp.post(json.dumps({"jsonrpc": "2.0", "id": "list-1", "method": "tools/list"}), token, headers)
         assert r.status_code == 200
         assert "content-length" not in r.headers or int(r.headers["content-length"]) == len(r.content)
-        [message] = [m for m in _messages(r) if m.get("id") == "list-1"]
+        [message] = [m for m in messages(r) if m.get("id") == "list-1"]
         names = {t["name"] for t in message["result"]["tools"]}
         assert names == expected, scope
         assert message["result"]["cacheScope"] == "private"
@@ -387,7 +376,7 @@ def test_body_split_into_one_byte_frames_is_decided_the_same(mcp: McpStack) -> N
     writer = mcp.token("read:tasks write:tasks")
     r = send(writer, 10, _legacy_headers(mcp, writer))
     assert r.status_code == 200, r.text
-    [message] = [m for m in _messages(r) if m.get("id") == 10]
+    [message] = [m for m in messages(r) if m.get("id") == 10]
     assert message["result"]["content"][0]["text"] == "Created task: t"
 
 

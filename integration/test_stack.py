@@ -101,6 +101,33 @@ def test_idp_rotation_keeps_or_drops_the_old_key():
         assert verify(old_token, f"{idp.url}{idp.jwks_path}", audience=AUD)["sub"] == "alice"
 
 
+def test_idp_keys_file_keeps_the_keys_across_a_restart_and_follows_rotation(tmp_path):
+    keys_file = tmp_path / "keys.json"
+    with IdentityProvider(audience=AUD, keys_file=keys_file) as idp:
+        token = idp.mint(scope="read:tasks")
+        first = httpx.get(f"{idp.url}{idp.jwks_path}").json()
+    assert keys_file.stat().st_mode & 0o077 == 0, "private keys: readable by the owner only"
+    with IdentityProvider(audience=AUD, keys_file=keys_file) as idp:
+        assert httpx.get(f"{idp.url}{idp.jwks_path}").json() == first
+        assert verify(token, f"{idp.url}{idp.jwks_path}", audience=AUD)["sub"] == "alice"
+        rotated = httpx.post(f"{idp.url}/rotate", json={"keep_old": True}).json()
+    with IdentityProvider(audience=AUD, keys_file=keys_file) as idp:
+        assert idp.kid("RS256") == rotated["active"]["RS256"] != jwt.get_unverified_header(token)["kid"]
+        assert {k["kid"] for k in httpx.get(f"{idp.url}{idp.jwks_path}").json()["keys"]} == set(rotated["published"])
+    # Without a keys file every start makes new keys.
+    with IdentityProvider(audience=AUD) as a, IdentityProvider(audience=AUD) as b:
+        assert a.kid("RS256") != b.kid("RS256")
+
+
+def test_tasks_api_shows_which_token_it_verified_never_the_token(idp, api):
+    token = idp.mint(sub="alice", scope="read:tasks")
+    assert httpx.get(f"{api.url}/api/tasks", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    calls = httpx.get(f"{api.url}/_calls").json()
+    assert calls[-1] | {"aud": None} == {"method": "GET", "path": "/api/tasks", "sub": "alice", "iss": idp.issuer,
+                                          "aud": None, "scopes": ["read:tasks"], "act": None}
+    assert token not in httpx.get(f"{api.url}/_calls").text
+
+
 # -- token exchange (RFC 8693) -------------------------------------------------------------------------
 
 

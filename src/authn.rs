@@ -1,11 +1,11 @@
-//! Request-level authentication decisions, without I/O: what to do with a request's headers, and what a
-//! [`Verdict`] means for the request. `filter::stream` executes the result.
+//! Request-level authentication decisions, without I/O: what to do with a request's head, the answer
+//! when keys never came, and the headers set from verified claims. `filter::request` executes them.
 
 use crate::config::Config;
-use crate::jwt::{Principal, Rejection, Verdict};
-use crate::reply::{self, LocalReply};
+use crate::http_reply::{self, Challenge, LocalReply};
+use crate::jwt::{Principal, Rejection};
+pub use crate::outcome::{Denial, Reason};
 use serde_json::Value;
-use std::rc::Rc;
 
 /// The parts of the request head that decisions need.
 #[derive(Debug, Default)]
@@ -31,19 +31,6 @@ pub enum HeadDecision {
     Authenticate(String),
 }
 
-/// A refusal: the reply, plus the reason for stats and logs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Denial {
-    pub reason: &'static str,
-    pub reply: LocalReply,
-}
-
-pub const REASON_MISSING_TOKEN: &str = "missing_token";
-pub const REASON_MULTIPLE_TOKENS: &str = "multiple_tokens";
-pub const REASON_KEYS_UNAVAILABLE: &str = "jwks_unavailable";
-pub const REASON_ORIGIN: &str = "origin_not_allowed";
-pub const REASON_AMBIGUOUS_PATH: &str = "ambiguous_path";
-
 /// The path every decision is made on: the `:path` without query or fragment, read as an upstream would
 /// route it (`crate::path`). Envoy forwards the path as the client spelled it, normalised or not, so a
 /// spelling whose readings would get different decisions (guarded or not, MCP endpoint or not) is
@@ -55,7 +42,7 @@ pub fn request_path(config: &Config, raw: &str) -> Result<String, Denial> {
         let decision = |p: &str| (config.paths.iter().any(|m| m.matches(p)), is_mcp_path(config, p));
         let canonical = decision(&reading.canonical);
         if reading.others.iter().any(|other| decision(other) != canonical) {
-            return Err(Denial { reason: REASON_AMBIGUOUS_PATH, reply: reply::ambiguous_path() });
+            return Err(Denial::new(Reason::AmbiguousPath, http_reply::ambiguous_path()));
         }
     }
     Ok(reading.canonical)
@@ -68,12 +55,12 @@ pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
         && head.method == "GET"
         && meta.well_known_paths.iter().any(|p| p == path)
     {
-        return HeadDecision::Serve(reply::resource_metadata(&meta.document));
+        return HeadDecision::Serve(http_reply::resource_metadata(&meta.document));
     }
     if head.method == "GET"
         && let Some(jwks) = config.credentials.jwks_at(path)
     {
-        return HeadDecision::Serve(reply::public_jwks(jwks));
+        return HeadDecision::Serve(http_reply::public_jwks(jwks));
     }
     if !config.paths.iter().any(|m| m.matches(path)) {
         return HeadDecision::Bypass;
@@ -84,21 +71,24 @@ pub fn decide_head(config: &Config, head: &RequestHead) -> HeadDecision {
         && is_mcp_path(config, path)
         && !config.mcp.origin_allowed(origin)
     {
-        return deny(REASON_ORIGIN, crate::mcp::reply::request_error(403, "Forbidden: Origin not allowed"));
+        return deny(
+            Reason::OriginNotAllowed,
+            crate::mcp::jsonrpc_reply::request_error(403, "Forbidden: Origin not allowed"),
+        );
     }
     if head.method == "OPTIONS" && head.origin.is_some() && head.access_control_request_method.is_some() {
         return HeadDecision::Preflight;
     }
     match head.token_values.as_slice() {
-        [] => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+        [] => deny(Reason::MissingToken, http_reply::missing_token(&config.challenge)),
         [value] if holds_several_credentials(&config.token.scheme, value) => {
-            deny(REASON_MULTIPLE_TOKENS, reply::invalid_request("More than one credential was sent"))
+            deny(Reason::MultipleTokens, http_reply::invalid_request("More than one credential was sent"))
         }
         [value] => match extract_token(&config.token.scheme, value) {
             Some(token) => HeadDecision::Authenticate(token.to_string()),
-            None => deny(REASON_MISSING_TOKEN, reply::missing_token(config)),
+            None => deny(Reason::MissingToken, http_reply::missing_token(&config.challenge)),
         },
-        _ => deny(REASON_MULTIPLE_TOKENS, reply::invalid_request("More than one credential was sent")),
+        _ => deny(Reason::MultipleTokens, http_reply::invalid_request("More than one credential was sent")),
     }
 }
 
@@ -107,7 +97,7 @@ pub fn is_mcp_path(config: &Config, path: &str) -> bool {
     config.mcp.paths.iter().any(|m| m.matches(path))
 }
 
-fn deny(reason: &'static str, reply: LocalReply) -> HeadDecision {
+fn deny(reason: Reason, reply: LocalReply) -> HeadDecision {
     HeadDecision::Deny(Denial { reason, reply })
 }
 
@@ -135,35 +125,13 @@ fn holds_several_credentials(scheme: &str, value: &str) -> bool {
         && (scheme.is_empty() || value.split(',').any(|part| extract_token(scheme, part.trim()).is_some()))
 }
 
-/// What the request should do after a verdict.
-#[derive(Debug, PartialEq)]
-pub enum Outcome {
-    Allow(Rc<Principal>),
-    Deny(Denial),
-    /// Keys are missing or may have rotated: hold the request.
-    Wait {
-        provider: usize,
-        unknown_key: bool,
-    },
-}
-
-pub fn outcome(config: &Config, verdict: Verdict) -> Outcome {
-    match verdict {
-        Verdict::Verified { principal, .. } => Outcome::Allow(principal),
-        Verdict::Rejected(why) => {
-            Outcome::Deny(Denial { reason: why.code(), reply: reply::invalid_token(config, why) })
-        }
-        Verdict::KeysNotLoaded { provider } => Outcome::Wait { provider, unknown_key: false },
-        Verdict::UnknownKey { provider } => Outcome::Wait { provider, unknown_key: true },
-    }
-}
-
 /// The final answer for a request whose wait ended without usable keys.
-pub fn give_up(config: &Config, unknown_key: bool, have_keys: bool) -> Denial {
+pub fn give_up(challenge: &Challenge, unknown_key: bool, have_keys: bool) -> Denial {
     if unknown_key && have_keys {
-        Denial { reason: Rejection::UnknownKey.code(), reply: reply::invalid_token(config, Rejection::UnknownKey) }
+        let why = Rejection::UnknownKey;
+        Denial::new(Reason::Token(why), http_reply::invalid_token(challenge, why))
     } else {
-        Denial { reason: REASON_KEYS_UNAVAILABLE, reply: reply::keys_unavailable() }
+        Denial::new(Reason::JwksUnavailable, http_reply::keys_unavailable())
     }
 }
 
@@ -265,11 +233,11 @@ mod tests {
     fn guarded_path_decisions() {
         let c = config();
         let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp", vec![])) else { panic!() };
-        assert_eq!((d.reason, d.reply.status), (REASON_MISSING_TOKEN, 401));
+        assert_eq!((d.reason, d.reply.status), (Reason::MissingToken, 401));
         let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp?x", vec!["Bearer a", "Bearer b"])) else {
             panic!()
         };
-        assert_eq!((d.reason, d.reply.status), (REASON_MULTIPLE_TOKENS, 400));
+        assert_eq!((d.reason, d.reply.status), (Reason::MultipleTokens, 400));
         assert_eq!(
             decide_head(&c, &head("POST", "/mcp/x", vec!["Bearer tok"])),
             HeadDecision::Authenticate("tok".into())
@@ -282,7 +250,7 @@ mod tests {
         assert_eq!(decide_head(&c, &preflight), HeadDecision::Preflight);
         let foreign = RequestHead { origin: Some("https://evil.example"), ..head("POST", "/mcp", vec!["Bearer t"]) };
         let HeadDecision::Deny(d) = decide_head(&c, &foreign) else { panic!() };
-        assert_eq!((d.reason, d.reply.status), (REASON_ORIGIN, 403));
+        assert_eq!((d.reason, d.reply.status), (Reason::OriginNotAllowed, 403));
         let allowed = RequestHead { origin: Some("https://app.example.com"), ..head("POST", "/mcp", vec!["Bearer t"]) };
         assert_eq!(decide_head(&c, &allowed), HeadDecision::Authenticate("t".into()));
     }
@@ -293,12 +261,12 @@ mod tests {
         for value in ["Bearer a,Bearer b", "Bearer a, Basic Zm9vOmJhcg==", "Basic Zm9vOmJhcg==, Bearer a", "Bearer a,b"]
         {
             let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp", vec![value])) else { panic!("{value}") };
-            assert_eq!((d.reason, d.reply.status), (REASON_MULTIPLE_TOKENS, 400), "{value}");
+            assert_eq!((d.reason, d.reply.status), (Reason::MultipleTokens, 400), "{value}");
             assert_eq!(d.reply.header("www-authenticate"), Some("Bearer error=\"invalid_request\""));
         }
         // Someone else's scheme with auth-params: not a bearer credential at all.
         let HeadDecision::Deny(d) = decide_head(&c, &head("POST", "/mcp", vec!["Digest a=b, c=d"])) else { panic!() };
-        assert_eq!((d.reason, d.reply.status), (REASON_MISSING_TOKEN, 401));
+        assert_eq!((d.reason, d.reply.status), (Reason::MissingToken, 401));
         assert!(holds_several_credentials("", "a,b"));
         assert!(!holds_several_credentials("Bearer", "Bearer a"));
     }
@@ -319,7 +287,7 @@ mod tests {
             ["/x%2F..%2Fmcp", "/%2Fmcp", "/x%5C..%5Cmcp", "/x\\..\\mcp", "/mcp%2F..%2Fadmin", "/x//../mcp", "/%256dcp"]
         {
             let denial = request_path(&c, raw).unwrap_err();
-            assert_eq!((denial.reason, denial.reply.status), (REASON_AMBIGUOUS_PATH, 400), "{raw}");
+            assert_eq!((denial.reason, denial.reply.status), (Reason::AmbiguousPath, 400), "{raw}");
         }
         // Ambiguous spellings whose every reading gets the same decision pass on the canonical one.
         assert_eq!(request_path(&c, "/mcp%2Fx").unwrap(), "/mcp%2Fx");
@@ -358,8 +326,8 @@ mod tests {
     #[test]
     fn give_up_is_503_unless_keys_exist_for_an_unknown_kid() {
         let c = config();
-        assert_eq!(give_up(&c, false, false).reply.status, 503);
-        assert_eq!(give_up(&c, true, false).reply.status, 503);
-        assert_eq!(give_up(&c, true, true).reply.status, 401);
+        assert_eq!(give_up(&c.challenge, false, false).reply.status, 503);
+        assert_eq!(give_up(&c.challenge, true, false).reply.status, 503);
+        assert_eq!(give_up(&c.challenge, true, true).reply.status, 401);
     }
 }

@@ -11,6 +11,9 @@
 //! `;parameters` stripped from segments, escapes decoded twice, and slashes merged before or after dot
 //! segments are resolved. The caller refuses a request whose readings do not all get the same decision.
 
+use crate::config::fields::ConfigError;
+use serde::Deserialize;
+
 /// The readings of one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reading {
@@ -185,6 +188,65 @@ fn merge_slashes(path: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// `path` is the request path without its query string. Matching ignores ASCII case, and an exact
+    /// match ignores a trailing slash: upstream frameworks (Express by default, among others) route
+    /// `/MCP` and `/mcp/` to `/mcp`, so the filter must guard those spellings too. Matching more
+    /// spellings than the upstream routes is the safe direction.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => {
+                let trim = |s: &str| if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s.to_string() };
+                trim(path).eq_ignore_ascii_case(&trim(p))
+            }
+            PathMatch::Prefix(p) => {
+                path.len() >= p.len() && path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
+        }
+    }
+
+    /// A configured path match (`paths`, `mcp.paths`), taken in canonical form.
+    pub(crate) fn parse(field: &str, m: RawPathMatch) -> Result<PathMatch, ConfigError> {
+        let pm = match (m.exact, m.prefix) {
+            (Some(p), None) => PathMatch::Exact(p),
+            (None, Some(p)) => PathMatch::Prefix(p),
+            _ => return Err(ConfigError::new(field, "set exactly one of \"exact\" or \"prefix\"")),
+        };
+        let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &pm;
+        if !p.starts_with('/') || p.contains(['?', '#']) {
+            return Err(ConfigError::new(field, "must be a path starting with '/' without query or fragment"));
+        }
+        // Requests are matched on their canonical reading (`crate::path`), so the configured path is taken
+        // in that form too: `/caf%c3%a9` and `/café` both guard what a client spells either way.
+        let reading = read(p);
+        if reading.is_ambiguous() {
+            return Err(ConfigError::new(
+                field,
+                "must have one reading: no encoded '/' or '\\', NUL, ';' parameters, double escapes or '//' before '..'",
+            ));
+        }
+        Ok(match pm {
+            PathMatch::Exact(_) => PathMatch::Exact(reading.canonical),
+            PathMatch::Prefix(_) => PathMatch::Prefix(reading.canonical),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPathMatch {
+    #[serde(default)]
+    exact: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
 }
 
 #[cfg(test)]

@@ -9,8 +9,11 @@
 //! Every vector ends up in exactly one bucket of a per-set tally, and the buckets must add up to the
 //! set's `numberOfTests`, so no vector (in particular no `valid` one) can be skipped without being
 //! counted. Summaries go to stderr: `cargo test --test wycheproof -- --nocapture` shows them.
+// Test crates: failing loudly (unwrap, expect, panic) is their job; clippy.toml only knows #[test].
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod differential;
 
 use mcp_authz::jwt::jwk::KeySet;
 use mcp_authz::jwt::signature::{Algorithm, KeyError, VerifyingKey};

@@ -8,14 +8,15 @@
 
 use crate::{NOW, replies};
 use mcp_authz::authn::{self, HeadDecision, RequestHead};
-use mcp_authz::config::{self, PASSTHROUGH};
+use mcp_authz::config;
 use mcp_authz::exchange::Mode;
+use mcp_authz::exchange::config::PASSTHROUGH;
+use mcp_authz::http_reply as reply;
 use mcp_authz::jwt::jwk::KeySet;
 use mcp_authz::jwt::{Authenticator, Principal, Rejection, token};
 use mcp_authz::mcp::inspect::Refused;
-use mcp_authz::mcp::reply as mcp_reply;
+use mcp_authz::mcp::jsonrpc_reply as mcp_reply;
 use mcp_authz::mcp::rules::Access;
-use mcp_authz::reply;
 use serde_json::{Value, json};
 use std::rc::Rc;
 
@@ -56,9 +57,9 @@ pub fn run(data: &[u8]) {
         assert!(verified, "a minted internal token does not verify with the published key");
     }
 
-    replies::check(&reply::missing_token(&config));
+    replies::check(&reply::missing_token(&config.challenge));
     for why in Rejection::ALL {
-        replies::check(&reply::invalid_token(&config, why));
+        replies::check(&reply::invalid_token(&config.challenge, why));
     }
     let refused: Vec<Refused> = config
         .mcp
@@ -78,7 +79,7 @@ pub fn run(data: &[u8]) {
             },
         })
         .collect();
-    replies::check(&mcp_reply::forbidden(&config, &refused, &[], true));
+    replies::check(&mcp_reply::forbidden(&config.challenge, &refused, &[], true));
     if let Some(meta) = &config.resource_metadata {
         assert!(serde_json::from_str::<Value>(&meta.document).is_ok());
         for path in &meta.well_known_paths {

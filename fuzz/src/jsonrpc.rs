@@ -12,8 +12,8 @@
 use crate::{policy, replies, split_line};
 use mcp_authz::mcp::inspect::{self, MirrorHeaders, Refusal};
 use mcp_authz::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
+use mcp_authz::mcp::jsonrpc_reply as reply;
 use mcp_authz::mcp::lists::ListKind;
-use mcp_authz::mcp::reply;
 use mcp_authz::mcp::rules::KNOWN_METHODS;
 use serde_json::Value;
 
@@ -90,7 +90,7 @@ pub fn run(data: &[u8]) {
                     let allowed_ids: Vec<Value> =
                         calls.iter().filter(|(i, _)| !denied.contains(i)).filter_map(|(_, c)| c.id.clone()).collect();
                     assert_eq!(others, allowed_ids);
-                    let answer = reply::forbidden(&config, &refused, &others, batch);
+                    let answer = reply::forbidden(&config.challenge, &refused, &others, batch);
                     assert_eq!(answer.status, 403);
                     replies::check(&answer);
                 }

@@ -2,7 +2,7 @@
 //! characters, so no header injection), a `WWW-Authenticate` challenge that parses (RFC 6750: auth-params
 //! as quoted strings without `"` or `\` inside), and a JSON body when it says it is JSON.
 
-use mcp_authz::reply::LocalReply;
+use mcp_authz::http_reply::LocalReply;
 
 pub fn check(reply: &LocalReply) {
     assert!((200..600).contains(&reply.status), "status {}", reply.status);

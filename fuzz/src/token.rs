@@ -114,9 +114,9 @@ fn authenticate(config: &Rc<Config>, token: &str) -> Verdict {
         (Verdict::Verified { .. }, _) => panic!("a verified token was not served from the cache: {again:?}"),
         _ => assert_eq!(verdict, again, "a refusal changed on the second try"),
     }
-    match authn::outcome(config, verdict.clone()) {
-        authn::Outcome::Allow(principal) => {
-            if let Ok(headers) = authn::claim_headers(config, &principal) {
+    match &verdict {
+        Verdict::Verified { principal, .. } => {
+            if let Ok(headers) = authn::claim_headers(config, principal) {
                 for (name, value) in headers {
                     let Some(value) = value else { continue };
                     assert!(
@@ -129,14 +129,12 @@ fn authenticate(config: &Rc<Config>, token: &str) -> Verdict {
                 }
             }
         }
-        authn::Outcome::Deny(denial) => replies::check(&denial.reply),
+        Verdict::Rejected(why) => replies::check(&mcp_authz::http_reply::invalid_token(&config.challenge, *why)),
         // Keys missing (only the remote provider's), or a `kid` the set does not have (any provider).
-        authn::Outcome::Wait { provider, unknown_key } => {
-            assert!(
-                unknown_key || config.providers[provider].issuer == REMOTE_ISSUER,
-                "provider {provider} lacks keys"
-            );
+        Verdict::KeysNotLoaded { provider } => {
+            assert_eq!(config.providers[*provider].issuer, REMOTE_ISSUER, "provider {provider} lacks keys");
         }
+        Verdict::UnknownKey { .. } => {}
     }
     verdict
 }

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-__all__ = ["SigningKey", "jwks_document", "make_key", "mint", "claims", "raw_token", "OMIT", "ISSUER", "AUDIENCE"]
+__all__ = ["SigningKey", "jwks_document", "make_key", "load_key", "mint", "claims", "raw_token", "OMIT", "ISSUER", "AUDIENCE"]
 
 ISSUER = "https://idp.test"
 AUDIENCE = "mcp-test"
@@ -50,6 +50,10 @@ class SigningKey:
     def public_pem(self) -> bytes:
         return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+
     def sign(self, claims: dict, headers: dict | None = None) -> str:
         hdr = {"kid": self.kid, "typ": "at+jwt"}
         hdr.update(headers or {})
@@ -62,12 +66,26 @@ def make_key(alg: str = "RS256", kid: str | None = None) -> SigningKey:
     kid = kid or f"{alg.lower()}-{uuid.uuid4().hex[:12]}"
     if alg.startswith(("RS", "PS")):
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public_jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
     elif alg in ("ES256", "ES384"):
         private = ec.generate_private_key(ec.SECP256R1() if alg == "ES256" else ec.SECP384R1())
-        public_jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
     elif alg == "EdDSA":
         private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"unsupported signing algorithm {alg!r}")
+    return _signing_key(alg, kid, private)
+
+
+def load_key(alg: str, kid: str, private_pem: bytes) -> SigningKey:
+    """A key saved with `SigningKey.private_pem()` (the IdP's --keys-file), with its public JWK."""
+    return _signing_key(alg, kid, serialization.load_pem_private_key(private_pem, password=None))
+
+
+def _signing_key(alg: str, kid: str, private: Any) -> SigningKey:
+    if alg.startswith(("RS", "PS")):
+        public_jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    elif alg in ("ES256", "ES384"):
+        public_jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    elif alg == "EdDSA":
         public_jwk = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)
     else:
         raise ValueError(f"unsupported signing algorithm {alg!r}")

@@ -3,7 +3,6 @@ on a free loopback port: the real MCP upstream behind Envoy for the tests and fo
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from .envoy import die_with_parent
+from .jsonrpc import received_messages
 from .ports import free_port
 
 SERVER = Path(__file__).parent.parent / "stack" / "mcp_server.py"
@@ -80,14 +80,7 @@ class McpServer:
 
     def messages(self) -> list[dict]:
         """Every JSON-RPC message that reached the server (batches flattened; unparseable bodies skipped)."""
-        out: list[dict] = []
-        for r in self.received():
-            try:
-                doc = json.loads(r["body"]) if r["method"] == "POST" else None
-            except ValueError:
-                continue
-            out.extend(m for m in (doc if isinstance(doc, list) else [doc]) if isinstance(m, dict))
-        return out
+        return received_messages(self.received())
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_reset", timeout=5)

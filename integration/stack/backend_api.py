@@ -4,6 +4,8 @@
   GET  /api/tasks       needs read:tasks  -> {"tasks": [...]} (the caller's tasks)
   POST /api/tasks       needs write:tasks, JSON {"title", "description"?} -> 201 {"task": {...}}
   GET  /api/profile     any valid token  -> {"id", "email", "name", "createdAt"} or 404 user_not_found
+  GET  /_calls          what each authenticated request's token said (iss, aud, sub, scopes, act; never the
+                        token): how the demo and the compose tests see which token reached the API
 
 Refusals, as in seed 000: 401 {"error":"unauthorized"} without a bearer token, 401 {"error":"invalid_token"}
 for a token that fails verification (details are logged, not returned), 403 {"error":"insufficient_scope",
@@ -55,6 +57,7 @@ class TasksApi(JsonServer):
             ("GET", "/api/tasks"): self._list_tasks,
             ("POST", "/api/tasks"): self._create_task,
             ("GET", "/api/profile"): self._profile,
+            ("GET", "/_calls"): self._calls,
         })
 
     # -- middleware, as in seed 000 ---------------------------------------------------------------
@@ -106,6 +109,10 @@ class TasksApi(JsonServer):
                     "createdAt": _now()}
             self.tasks.append(task)
         return Response(201, {"task": task})
+
+    def _calls(self, req: Request) -> Response:
+        with self._lock:
+            return Response(200, list(self.calls))
 
     def _profile(self, req: Request) -> Response:
         claims, refused = self._auth(req)

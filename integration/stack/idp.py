@@ -13,16 +13,22 @@ JWKS and discovery documents, and rotates its keys on request.
 
 It authenticates nobody: it stands in for a real authorization server, which would run a login and
 consent flow before issuing a token. Run: python -m stack.idp --port 9000 --issuer http://idp:9000
+
+With --keys-file PATH the keys live in that file (created on first start, rewritten on each rotation), so
+a restarted IdP publishes the same keys, as a real one does; without it, every start makes new keys.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
-from harness.keys import SigningKey, jwks_document, make_key
+from harness.keys import SigningKey, jwks_document, load_key, make_key
 from harness.scripted_http import Request, Response, error
 
 from .common import JsonServer, script_args, setup_logging
@@ -36,15 +42,21 @@ class IdentityProvider(JsonServer):
     name = "idp"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, issuer: str | None = None,
-                 audience: str = DEFAULT_AUDIENCE, token_ttl: int = 3600, jwks_max_age: int = 300) -> None:
+                 audience: str = DEFAULT_AUDIENCE, token_ttl: int = 3600, jwks_max_age: int = 300,
+                 keys_file: Path | str | None = None) -> None:
         super().__init__(host, port)
         self.issuer = (issuer or self.url).rstrip("/")
         self.audience = audience
         self.token_ttl = token_ttl
         self.jwks_max_age = jwks_max_age
+        self.keys_file = Path(keys_file) if keys_file else None
         self._keys_lock = threading.Lock()
-        self.active: dict[str, SigningKey] = {alg: make_key(alg) for alg in ALGORITHMS}
-        self.published: list[SigningKey] = list(self.active.values())
+        if self.keys_file and self.keys_file.exists():
+            self.active, self.published = self._load_keys(self.keys_file)
+        else:
+            self.active = {alg: make_key(alg) for alg in ALGORITHMS}
+            self.published = list(self.active.values())
+            self._save_keys()
         self.routes.update({
             ("GET", "/.well-known/jwks.json"): self._jwks,
             ("GET", "/.well-known/openid-configuration"): self._discovery,
@@ -101,7 +113,28 @@ class IdentityProvider(JsonServer):
                 if not keep_old:
                     self.published = [k for k in self.published if k.kid != old.kid]
                 self.published.append(self.active[alg])
+            self._save_keys()
             return {"active": {a: k.kid for a, k in self.active.items()}, "published": [k.kid for k in self.published]}
+
+    # -- keys on disk (--keys-file) ---------------------------------------------------------------
+    @staticmethod
+    def _load_keys(path: Path) -> tuple[dict[str, SigningKey], list[SigningKey]]:
+        doc = json.loads(path.read_text())
+        published = [load_key(k["alg"], k["kid"], k["pem"].encode()) for k in doc["keys"]]
+        by_kid = {k.kid: k for k in published}
+        return {alg: by_kid[kid] for alg, kid in doc["active"].items()}, published
+
+    def _save_keys(self) -> None:
+        """Writes every published key (private halves: this file is the IdP's secret) atomically."""
+        if self.keys_file is None:
+            return
+        doc = {"active": {alg: k.kid for alg, k in self.active.items()},
+               "keys": [{"kid": k.kid, "alg": k.alg, "pem": k.private_pem().decode()} for k in self.published]}
+        tmp = self.keys_file.with_name(self.keys_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, self.keys_file)
 
     # -- HTTP -------------------------------------------------------------------------------------
     def _jwks(self, req: Request) -> Response:
@@ -171,10 +204,11 @@ def main() -> None:
     parser.add_argument("--issuer", help="issuer URL (default: http://HOST:PORT)")
     parser.add_argument("--audience", default=DEFAULT_AUDIENCE, help="default `aud` of issued tokens")
     parser.add_argument("--token-ttl", type=int, default=3600)
+    parser.add_argument("--keys-file", help="keep the signing keys in this file across restarts (created if absent)")
     args = parser.parse_args()
     setup_logging(args.log_level)
     IdentityProvider(args.host, args.port, issuer=args.issuer, audience=args.audience,
-                     token_ttl=args.token_ttl).serve_forever()
+                     token_ttl=args.token_ttl, keys_file=args.keys_file).serve_forever()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 //! The seed's decorator trusts `userId` from the client. Here it must equal the verified token's subject
 //! (or a configured claim): a client cannot ask for another user's provider token.
 
-use super::{Callout, ExchangeError, Issued, status_error};
+use super::{Callout, ExchangeError, Failure, Issued, status_error};
 use crate::jwt::Principal;
 use serde_json::{Map, Value, json};
 
@@ -40,7 +40,7 @@ pub fn parameters(
     if !missing.is_empty() {
         return Err(ExchangeError::new(
             400,
-            "missing_parameters",
+            Failure::MissingParameters,
             format!("Missing required OAuth parameters for {provider}"),
             format!("Required: userId, userToken, providerId. Missing: {}", missing.join(", ")),
         ));
@@ -50,7 +50,7 @@ pub fn parameters(
             Some(Value::String(v)) if !v.is_empty() && v.len() <= 8192 => Ok(v.clone()),
             _ => Err(ExchangeError::new(
                 400,
-                "invalid_parameter",
+                Failure::InvalidParameter,
                 format!("Invalid {key} format for {provider}"),
                 format!("{key} must be a non-empty string"),
             )),
@@ -60,7 +60,7 @@ pub fn parameters(
     if provider_id != *provider {
         return Err(ExchangeError::new(
             403,
-            "provider_mismatch",
+            Failure::ProviderMismatch,
             format!("This tool requires {provider} authentication"),
             format!("Received providerId: {}", provider_id.chars().take(64).collect::<String>()),
         ));
@@ -69,7 +69,7 @@ pub fn parameters(
     if verified != Some(user_id.as_str()) {
         return Err(ExchangeError::new(
             403,
-            "user_mismatch",
+            Failure::UserMismatch,
             "userId does not match the authenticated user",
             format!("userId must equal the token's {} claim", s.user_id_claim),
         ));
@@ -98,14 +98,14 @@ pub fn response(s: &Settings, status: u16, body: &[u8]) -> Result<Issued, Exchan
         return Err(status_error(status, None));
     }
     let doc: Value = serde_json::from_slice(body).map_err(|_| {
-        ExchangeError::new(502, "api_error", "Failed to exchange token", "backend answered with invalid JSON")
+        ExchangeError::new(502, Failure::ApiError, "Failed to exchange token", "backend answered with invalid JSON")
     })?;
     let token = doc
         .get("accessToken")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty() && t.bytes().all(|b| (0x21..0x7f).contains(&b)));
     let token = token.ok_or_else(|| {
-        ExchangeError::new(502, "api_error", "Failed to exchange token", "response has no usable accessToken")
+        ExchangeError::new(502, Failure::ApiError, "Failed to exchange token", "response has no usable accessToken")
     })?;
     let lifetime = match doc.get("expiresIn").or_else(|| doc.get("expires_in")) {
         Some(v) => match v.as_i64() {
@@ -113,7 +113,7 @@ pub fn response(s: &Settings, status: u16, body: &[u8]) -> Result<Issued, Exchan
             _ => {
                 return Err(ExchangeError::new(
                     502,
-                    "api_error",
+                    Failure::ApiError,
                     "Failed to exchange token",
                     "expiresIn is not a positive number",
                 ));
@@ -159,26 +159,26 @@ mod tests {
         let ok = meta(json!({"userId": "alice", "userToken": "tmp", "providerId": "reddit"}));
         assert_eq!(parameters(&s, Some(&ok), &alice()).unwrap().user_token, "tmp");
         let e = parameters(&s, Some(&meta(json!({"userId": "alice"}))), &alice()).unwrap_err();
-        assert_eq!((e.status, e.error), (400, "missing_parameters"));
+        assert_eq!((e.status, e.error), (400, Failure::MissingParameters));
         assert!(e.details.ends_with("Missing: userToken, providerId"), "{}", e.details);
-        assert_eq!(parameters(&s, None, &alice()).unwrap_err().error, "missing_parameters");
+        assert_eq!(parameters(&s, None, &alice()).unwrap_err().error, Failure::MissingParameters);
         let e =
             parameters(&s, Some(&meta(json!({"userId": "alice", "userToken": "", "providerId": "reddit"}))), &alice());
-        assert_eq!(e.unwrap_err().error, "invalid_parameter");
+        assert_eq!(e.unwrap_err().error, Failure::InvalidParameter);
         let e =
             parameters(&s, Some(&meta(json!({"userId": "alice", "userToken": "t", "providerId": "github"}))), &alice());
         assert_eq!(
             e.unwrap_err(),
             ExchangeError::new(
                 403,
-                "provider_mismatch",
+                Failure::ProviderMismatch,
                 "This tool requires reddit authentication",
                 "Received providerId: github"
             )
         );
         let e =
             parameters(&s, Some(&meta(json!({"userId": "bob", "userToken": "t", "providerId": "reddit"}))), &alice());
-        assert_eq!((e.clone().unwrap_err().status, e.unwrap_err().error), (403, "user_mismatch"));
+        assert_eq!((e.clone().unwrap_err().status, e.unwrap_err().error), (403, Failure::UserMismatch));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! MCP's authorization spec forbids passing the client's token through to other APIs. Per rule (and a
 //! default), the filter forwards the verified token (`passthrough`), exchanges it by an HTTP callout
-//! (RFC 8693 token exchange, or seed 001's connector contract), or mints a short-lived internal token
-//! (seed 000's "trusted gateway"). This module builds callouts, validates answers, maps failures and
-//! caches results; `filter::stream` makes the callouts.
+//! (RFC 8693 token exchange, or seed 001's connector contract: a FastMCP server exchanging `_meta`
+//! temporary tokens through a backend), or mints a short-lived internal token (seed 000's "trusted
+//! gateway": a gateway and a backend that both verify one JWT). This module builds callouts, validates
+//! answers, maps failures and caches results; `filter::exchange` makes the callouts.
 
 pub mod cache;
+pub mod config;
 pub mod connector;
 pub mod internal;
 pub mod plan;
@@ -69,18 +71,58 @@ pub struct Issued {
     pub lifetime_seconds: Option<u64>,
 }
 
+/// The kinds of failure, as seed 001 (the connector contract) names them in its error object's `error`;
+/// each is also the counter `mcp_authz.exchange.failed.<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    MissingParameters,
+    InvalidParameter,
+    InvalidRequest,
+    ProviderMismatch,
+    UserMismatch,
+    AccessDenied,
+    InvalidToken,
+    ApiError,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 8] = [
+        Failure::MissingParameters,
+        Failure::InvalidParameter,
+        Failure::InvalidRequest,
+        Failure::ProviderMismatch,
+        Failure::UserMismatch,
+        Failure::AccessDenied,
+        Failure::InvalidToken,
+        Failure::ApiError,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::MissingParameters => "missing_parameters",
+            Failure::InvalidParameter => "invalid_parameter",
+            Failure::InvalidRequest => "invalid_request",
+            Failure::ProviderMismatch => "provider_mismatch",
+            Failure::UserMismatch => "user_mismatch",
+            Failure::AccessDenied => "access_denied",
+            Failure::InvalidToken => "invalid_token",
+            Failure::ApiError => "api_error",
+        }
+    }
+}
+
 /// A failure, in seed 001's vocabulary (`error`, `message`, `provider`, `details`) with the HTTP status
 /// the client gets. `details` never contains a token or secret.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeError {
     pub status: u32,
-    pub error: &'static str,
+    pub error: Failure,
     pub message: String,
     pub details: String,
 }
 
 impl ExchangeError {
-    pub fn new(status: u32, error: &'static str, message: impl Into<String>, details: impl Into<String>) -> Self {
+    pub fn new(status: u32, error: Failure, message: impl Into<String>, details: impl Into<String>) -> Self {
         ExchangeError { status, error, message: message.into(), details: details.into() }
     }
 
@@ -88,7 +130,7 @@ impl ExchangeError {
     pub fn to_jsonrpc(&self, id: &Value, provider: &str) -> Value {
         let code = match self.status {
             400 => -32602,
-            401 | 403 => crate::mcp::reply::FORBIDDEN,
+            401 | 403 => crate::mcp::jsonrpc::FORBIDDEN,
             _ => -32603,
         };
         json!({
@@ -97,7 +139,7 @@ impl ExchangeError {
             "error": {
                 "code": code,
                 "message": self.message,
-                "data": {"error": self.error, "message": self.message, "provider": provider, "details": self.details},
+                "data": {"error": self.error.name(), "message": self.message, "provider": provider, "details": self.details},
             }
         })
     }
@@ -105,16 +147,21 @@ impl ExchangeError {
 
 impl fmt::Display for ExchangeError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.error, self.status, self.details)
+        write!(f, "{} ({}): {}", self.error.name(), self.status, self.details)
     }
 }
 
 /// Maps a failed callout (no response) to 504 when it ran into its timeout, else 502.
 pub fn no_response(elapsed_ms: u64, timeout_ms: u64) -> ExchangeError {
     if elapsed_ms + 50 >= timeout_ms {
-        ExchangeError::new(504, "api_error", "Token exchange timed out", "the exchange server did not answer in time")
+        ExchangeError::new(
+            504,
+            Failure::ApiError,
+            "Token exchange timed out",
+            "the exchange server did not answer in time",
+        )
     } else {
-        ExchangeError::new(502, "api_error", "Token exchange failed", "the exchange server could not be reached")
+        ExchangeError::new(502, Failure::ApiError, "Token exchange failed", "the exchange server could not be reached")
     }
 }
 
@@ -124,29 +171,35 @@ pub fn status_error(status: u16, oauth_error: Option<&str>) -> ExchangeError {
         (400, Some("invalid_grant" | "invalid_target" | "unauthorized_client" | "invalid_scope")) => {
             ExchangeError::new(
                 403,
-                "access_denied",
+                Failure::AccessDenied,
                 "The exchange server refused to issue a token",
                 format!("exchange server answered 400 {}", oauth_error.unwrap_or("")),
             )
         }
         (401, _) => {
-            ExchangeError::new(401, "invalid_token", "Invalid or expired token", "exchange server answered 401")
+            ExchangeError::new(401, Failure::InvalidToken, "Invalid or expired token", "exchange server answered 401")
         }
-        (403, _) => {
-            ExchangeError::new(403, "access_denied", "User not authorized for provider", "exchange server answered 403")
-        }
-        (404, _) => {
-            ExchangeError::new(502, "api_error", "Provider not configured upstream", "exchange server answered 404")
-        }
+        (403, _) => ExchangeError::new(
+            403,
+            Failure::AccessDenied,
+            "User not authorized for provider",
+            "exchange server answered 403",
+        ),
+        (404, _) => ExchangeError::new(
+            502,
+            Failure::ApiError,
+            "Provider not configured upstream",
+            "exchange server answered 404",
+        ),
         // Envoy answers a callout that ran into its timeout with a local 504.
         (504, _) => ExchangeError::new(
             504,
-            "api_error",
+            Failure::ApiError,
             "Token exchange timed out",
             "the exchange server did not answer in time",
         ),
         (s, _) => {
-            ExchangeError::new(502, "api_error", "Token exchange failed", format!("exchange server answered {s}"))
+            ExchangeError::new(502, Failure::ApiError, "Token exchange failed", format!("exchange server answered {s}"))
         }
     }
 }
@@ -195,7 +248,7 @@ mod tests {
     fn jsonrpc_error_carries_seed_001_shape() {
         let e = ExchangeError::new(
             403,
-            "provider_mismatch",
+            Failure::ProviderMismatch,
             "This tool requires reddit authentication",
             "Received providerId: github",
         );

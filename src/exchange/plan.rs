@@ -1,7 +1,7 @@
 //! Which upstream credential a request gets, and what it takes to obtain it.
 
-use super::{Callout, ExchangeError, Mode, cache, connector, rfc8693};
-use crate::config::Credentials;
+use super::config::Credentials;
+use super::{Callout, ExchangeError, Failure, Mode, cache, connector, rfc8693};
 use crate::jwt::Principal;
 use crate::mcp::inspect::AllowedCall;
 use serde_json::Value;
@@ -39,7 +39,7 @@ pub fn plan(
             Some(_) => {
                 return Err(ExchangeError::new(
                     400,
-                    "invalid_request",
+                    Failure::InvalidRequest,
                     "A batch may not mix tools that need different upstream credentials",
                     "send these calls separately",
                 ));
@@ -59,7 +59,7 @@ pub fn plan(
             if calls.len() != 1 {
                 return Err(ExchangeError::new(
                     400,
-                    "invalid_request",
+                    Failure::InvalidRequest,
                     format!("Token exchange for {} serves a single tools/call", s.provider_id),
                     "send this call on its own",
                 ));
@@ -158,7 +158,7 @@ mod tests {
         let e = plan(&c, &[call(Some("sts"), json!(null)), call(None, json!(null))], &alice(), "t").unwrap_err();
         assert_eq!(e.status, 400);
         let meta = json!({"userId": "bob", "userToken": "tmp", "providerId": "reddit"});
-        assert_eq!(plan(&c, &[call(Some("reddit"), meta)], &alice(), "t").unwrap_err().error, "user_mismatch");
+        assert_eq!(plan(&c, &[call(Some("reddit"), meta)], &alice(), "t").unwrap_err().error, Failure::UserMismatch);
     }
 
     #[test]

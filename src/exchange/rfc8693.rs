@@ -1,6 +1,6 @@
 //! RFC 8693 OAuth 2.0 Token Exchange: request building and response validation.
 
-use super::{Callout, ExchangeError, Issued, form_component, form_encode, status_error};
+use super::{Callout, ExchangeError, Failure, Issued, form_component, form_encode, status_error};
 use base64::Engine;
 use serde_json::Value;
 
@@ -89,7 +89,7 @@ pub fn response(s: &Settings, status: u16, body: &[u8]) -> Result<Issued, Exchan
         let oauth_error = doc.as_ref().and_then(|d| d.get("error")).and_then(Value::as_str);
         return Err(status_error(status, oauth_error));
     }
-    let garbage = |why: &str| ExchangeError::new(502, "api_error", "Token exchange failed", why.to_string());
+    let garbage = |why: &str| ExchangeError::new(502, Failure::ApiError, "Token exchange failed", why.to_string());
     let doc = doc.ok_or_else(|| garbage("exchange server answered with invalid JSON"))?;
     let token = doc.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty());
     let token = token.ok_or_else(|| garbage("response has no access_token"))?;

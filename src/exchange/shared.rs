@@ -10,7 +10,7 @@
 //! hash: memory stays bounded whatever the token churn. Two keys in one slot evict each other, which
 //! costs a callout, never a wrong token: a slot names the key it holds.
 //!
-//! This module decides; `filter::credentials` reads and writes shared data.
+//! This module decides; `filter::exchange` reads and writes shared data.
 
 use super::Callout;
 use super::cache::{self, Key};

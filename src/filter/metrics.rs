@@ -2,30 +2,14 @@
 //! `jwt_authn`'s (`allowed`, `denied`, `jwks_fetch_success`, `jwt_cache_hit`, ...) under `mcp_authz.`;
 //! denials are also counted per reason as `mcp_authz.denied.<reason>`. Documented in docs/metrics.md.
 
-use crate::authn::{
-    REASON_AMBIGUOUS_PATH, REASON_KEYS_UNAVAILABLE, REASON_MISSING_TOKEN, REASON_MULTIPLE_TOKENS, REASON_ORIGIN,
-};
-use crate::jwt::Rejection;
+use super::host::Host;
+use crate::exchange::Failure;
 use crate::mcp::glob::Glob;
-use crate::mcp::head;
 use crate::mcp::rules::{KNOWN_METHODS, Policy};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::outcome::Reason;
 use std::cell::RefCell;
+use std::rc::Rc;
 
-/// The `error` values of `ExchangeError`, each a `mcp_authz.exchange.failed.<error>` counter.
-const EXCHANGE_ERRORS: &[&str] = &[
-    "missing_parameters",
-    "invalid_parameter",
-    "invalid_request",
-    "provider_mismatch",
-    "user_mismatch",
-    "access_denied",
-    "invalid_token",
-    "api_error",
-];
-
-#[derive(Default)]
 pub struct Metrics {
     pub allowed: Counter,
     pub denied: Counter,
@@ -42,8 +26,8 @@ pub struct Metrics {
     pub exchange_ok: Counter,
     pub exchange_cache_hit: Counter,
     pub exchange_cache_miss: Counter,
-    exchange_failed: Vec<(&'static str, Counter)>,
-    denied_by_reason: Vec<(&'static str, Counter)>,
+    exchange_failed: Vec<(Failure, Counter)>,
+    denied_by_reason: Vec<(Reason, Counter)>,
     /// Names that rules give literally to a tool, prompt or resource, with the rule's method: the only
     /// names a per-method counter carries (anything else a client sends is counted as `other`).
     named_targets: Vec<(Glob, usize)>,
@@ -52,6 +36,7 @@ pub struct Metrics {
     /// `mcp_authz.mcp.<allowed|denied>.<method>[.<tool>]`, defined on first use. Looked up by
     /// [`McpKey`], so counting a request allocates nothing (this runs on every MCP request).
     per_method: RefCell<Vec<(McpKey, Counter)>>,
+    host: Rc<dyn Host>,
 }
 
 /// Which per-method counter: outcome, method (index in `KNOWN_METHODS`, None for `other`), and target
@@ -63,47 +48,25 @@ struct McpKey {
     target: Option<Option<usize>>,
 }
 
-/// A counter id, or nothing when the host refused to define it (metrics must never stop traffic).
-#[derive(Default, Clone, Copy)]
-pub struct Counter(Option<u32>);
+/// A counter, or nothing when the host refused to define it (metrics must never stop traffic).
+#[derive(Clone)]
+pub struct Counter(Option<(u32, Rc<dyn Host>)>);
 
 impl Counter {
-    fn define(name: &str) -> Counter {
-        Counter(hostcalls::define_metric(MetricType::Counter, name).ok())
+    fn define(host: &Rc<dyn Host>, name: &str) -> Counter {
+        Counter(host.define_counter(name).map(|id| (id, host.clone())))
     }
 
-    pub fn inc(self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
+    pub fn inc(&self) {
+        if let Some((id, host)) = &self.0 {
+            host.increment(*id);
         }
     }
 }
 
 impl Metrics {
-    pub fn define(policy: &Policy) -> Metrics {
-        let c = |name: &str| Counter::define(&format!("mcp_authz.{name}"));
-        let mut reasons: Vec<&'static str> = Rejection::ALL.iter().map(|r| r.code()).collect();
-        reasons.extend([
-            REASON_MISSING_TOKEN,
-            REASON_MULTIPLE_TOKENS,
-            REASON_KEYS_UNAVAILABLE,
-            REASON_ORIGIN,
-            REASON_AMBIGUOUS_PATH,
-            crate::mcp::reply::REASON_SESSION_NOT_FOUND,
-            crate::mcp::reply::REASON_SESSION_NOT_OWNED,
-            head::REASON_METHOD,
-            head::REASON_MEDIA_TYPE,
-            head::REASON_TOO_LARGE,
-            head::REASON_BAD_REQUEST,
-            "body_timeout",
-            "parse_error",
-            "invalid_request",
-            "invalid_params",
-            "header_mismatch",
-            "insufficient_scope",
-            "access_denied",
-            "exchange_failed",
-        ]);
+    pub fn define(host: &Rc<dyn Host>, policy: &Policy) -> Metrics {
+        let c = |name: &str| Counter::define(host, &format!("mcp_authz.{name}"));
         let mut target_names: Vec<String> = Vec::new();
         let mut named_targets = Vec::new();
         for rule in &policy.rules {
@@ -131,11 +94,12 @@ impl Metrics {
             exchange_ok: c("exchange.ok"),
             exchange_cache_hit: c("exchange.cache_hit"),
             exchange_cache_miss: c("exchange.cache_miss"),
-            exchange_failed: EXCHANGE_ERRORS.iter().map(|e| (*e, c(&format!("exchange.failed.{e}")))).collect(),
-            denied_by_reason: reasons.into_iter().map(|r| (r, c(&format!("denied.{r}")))).collect(),
+            exchange_failed: Failure::ALL.iter().map(|f| (*f, c(&format!("exchange.failed.{}", f.name())))).collect(),
+            denied_by_reason: Reason::all().map(|r| (r, c(&format!("denied.{}", r.name())))).collect(),
             named_targets,
             target_names,
             per_method: RefCell::new(Vec::new()),
+            host: host.clone(),
         }
     }
 
@@ -151,13 +115,13 @@ impl Metrics {
                 .map(|(_, i)| *i)
         });
         let key = McpKey { allowed, method: method_index, target: target_index };
-        let found = self.per_method.borrow().iter().find(|(k, _)| *k == key).map(|(_, c)| *c);
-        let counter = found.unwrap_or_else(|| {
-            let counter = Counter::define(&self.mcp_counter_name(key));
-            self.per_method.borrow_mut().push((key, counter));
-            counter
-        });
+        if let Some((_, counter)) = self.per_method.borrow().iter().find(|(k, _)| *k == key) {
+            counter.inc();
+            return;
+        }
+        let counter = Counter::define(&self.host, &self.mcp_counter_name(key));
         counter.inc();
+        self.per_method.borrow_mut().push((key, counter));
     }
 
     fn mcp_counter_name(&self, key: McpKey) -> String {
@@ -171,13 +135,13 @@ impl Metrics {
         name
     }
 
-    pub fn count_exchange_failure(&self, error: &str) {
-        if let Some((_, counter)) = self.exchange_failed.iter().find(|(e, _)| *e == error) {
+    pub fn count_exchange_failure(&self, failure: Failure) {
+        if let Some((_, counter)) = self.exchange_failed.iter().find(|(f, _)| *f == failure) {
             counter.inc();
         }
     }
 
-    pub fn count_denial(&self, reason: &str) {
+    pub fn count_denial(&self, reason: Reason) {
         self.denied.inc();
         if let Some((_, counter)) = self.denied_by_reason.iter().find(|(r, _)| *r == reason) {
             counter.inc();

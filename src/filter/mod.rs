@@ -1,35 +1,35 @@
-//! The glue to Envoy: the only code that makes hostcalls. Decisions come from the host-tested modules.
+//! The glue to Envoy: executes what the host-tested modules decide. Every hostcall goes through the
+//! [`host::Host`] trait, implemented with proxy-wasm in `proxy.rs` (Wasm only) and by a fake in the
+//! tests, so the glue's state machines run under `cargo test` as well.
+//!
+//! Who does what:
+//! - `proxy.rs`: the SDK's contexts, handing each callback to `root.rs` or `stream.rs`;
+//! - `root.rs`: configuration, the tick, callouts made from the root; it only delegates;
+//! - `stream.rs`: one request's callbacks, handed to `request.rs` (head, authentication, body decision)
+//!   and `response.rs` (session learning, list trimming);
+//! - `keys.rs`: the JWKS lifecycle in shared data; `exchange.rs`: obtaining upstream credentials;
+//!   `sessions.rs`: session bindings in shared data;
+//! - `parked.rs` + `drain.rs`: the requests paused until keys, a body, or an exchange arrive, and the one
+//!   place that acts when their wait is over;
+//! - `answer.rs`: send / deny / finish; `state.rs`: what is kept per request (its `Phase`);
+//!   `worker.rs`: per-VM state; `metrics.rs`: counters.
 
-mod credentials;
+mod answer;
+mod drain;
+mod exchange;
+pub mod host;
+mod keys;
 pub mod metrics;
+mod parked;
+#[cfg(target_arch = "wasm32")]
+pub mod proxy;
+mod request;
+mod response;
 pub mod root;
 mod sessions;
+mod state;
 pub mod stream;
 mod worker;
 
-use std::time::UNIX_EPOCH;
-
-/// Wall-clock time in Unix milliseconds, from the host.
-fn now_ms() -> u64 {
-    proxy_wasm::hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The cas for a compare-and-swap write of a shared-data record read with `cas` (None: the record did
-/// not exist). Writing an absent record without a cas would let two workers that both read "absent"
-/// both win. Envoy creates an absent key whatever the cas, but refuses to overwrite an existing one
-/// unless the cas matches (proxy-wasm-cpp-host `SharedData::set`); its cas values count up from 1 across
-/// all shared data of the process, so `u32::MAX` makes the write "create if absent": the loser reads the
-/// winner's record on its next turn. An existing record holds that cas only after ~4 billion writes,
-/// and then only by chance.
-fn compare_and_swap_cas(cas: Option<u32>) -> Option<u32> {
-    Some(cas.unwrap_or(u32::MAX))
-}
-
-/// A short, stable fingerprint of a token for logs: never the token itself.
-fn fingerprint(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(token.as_bytes()).iter().take(6).map(|b| format!("{b:02x}")).collect()
-}
+#[cfg(test)]
+mod tests;

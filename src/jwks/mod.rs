@@ -5,10 +5,10 @@
 //! takes the *lease* makes the HTTP callout, so `--concurrency N` still fetches once per refresh. A worker
 //! that dies mid-fetch only delays the next one until its lease runs out.
 //!
-//! This module decides; `filter::root` reads and writes shared data and makes the callout.
+//! This module decides; `filter::keys` reads and writes shared data and makes the callout.
 
-use crate::config::RemoteJwks;
 use crate::jwt::jwk::{JwksError, KeySet};
+use crate::jwt::provider::RemoteJwks;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -42,8 +42,8 @@ impl Authenticator {
             .providers
             .iter()
             .map(|p| match &p.jwks {
-                crate::config::JwksSource::Inline(set) => Some(Rc::new(set.clone())),
-                crate::config::JwksSource::Remote(_) => None,
+                crate::jwt::provider::JwksSource::Inline(set) => Some(Rc::new(set.clone())),
+                crate::jwt::provider::JwksSource::Remote(_) => None,
             })
             .collect();
         let max_token_bytes = config.providers.iter().map(|p| p.max_token_bytes).max().unwrap_or(0);

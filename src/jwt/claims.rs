@@ -2,7 +2,7 @@
 //! and the [`Principal`] the rest of the filter works with.
 
 use super::Rejection;
-use crate::config::Provider;
+use super::provider::Provider;
 use serde_json::{Map, Value};
 
 /// Who the verified token speaks for. Cheap to share (`Rc`) between the cache and requests.
@@ -119,8 +119,8 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{JwksSource, Provider};
     use crate::jwt::jwk::KeySet;
+    use crate::jwt::provider::{JwksSource, Provider};
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;

@@ -2,18 +2,17 @@
 //!
 //! Why not the `rsa` crate: its 0.9 line does the public-key operation with `num-bigint-dig`, which
 //! re-derives the Montgomery parameters on every call and allocates per step; in Envoy's Wasm VM that
-//! cost 0.72 ms per RS256 verification, blocking the worker. The modular arithmetic here is
-//! `crypto-bigint`'s (RustCrypto, already a dependency of `p256`/`p384`): the Montgomery parameters are
-//! computed once per JWKS key and the exponent 65537 (the only one our key policy accepts) is applied as
-//! 16 squarings and one multiplication. What remains in this file is the encoding check of RFC 8017,
-//! written as the RFC's steps and proven against the Wycheproof PKCS#1 and PSS vectors
-//! (tests/wycheproof.rs, also run as Wasm by `make unit`). Measurements: docs/benchmarks.md.
+//! cost 0.72 ms per RS256 verification, blocking the worker; `crypto-bigint`'s Montgomery form, used
+//! here before, still cost 0.31 ms. The public operation s^65537 mod n is `montgomery.rs` (Montgomery
+//! parameters computed once per JWKS key, 16 squarings and two multiplications on 27-bit limbs, proven
+//! against `crypto-bigint` by a differential test). What remains in this file is the encoding check of
+//! RFC 8017, written as the RFC's steps and proven against the Wycheproof PKCS#1 and PSS vectors
+//! (tests/wycheproof.rs, also run as Wasm by `make unit`). Measurements: docs/performance-notes.md.
 //!
 //! Verification only touches public values (key, message, signature), so nothing here needs to be
 //! constant-time.
 
-use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd};
+use super::montgomery::{PublicModulus, bit_length};
 use sha2::digest::{Digest, FixedOutputReset};
 use sha2::{Sha256, Sha384, Sha512};
 
@@ -78,8 +77,9 @@ impl Hash {
 /// An RSA public key with e = 65537 and its precomputed Montgomery parameters.
 #[derive(Clone)]
 pub struct RsaKey {
-    params: BoxedMontyParams,
-    modulus: BoxedUint,
+    modulus: PublicModulus,
+    /// n big-endian, exactly k octets (no leading zero octet).
+    modulus_be: Vec<u8>,
     modulus_bits: u32,
     /// k in RFC 8017: the modulus length in octets, which is also the signature length.
     size: usize,
@@ -92,14 +92,13 @@ impl std::fmt::Debug for RsaKey {
 }
 
 impl RsaKey {
-    /// `n` big-endian, leading zero octets allowed. `None` if the modulus is even (not an RSA modulus)
-    /// or zero. The caller enforces the size and exponent policy.
+    /// `n` big-endian, leading zero octets allowed. `None` if the modulus is even (not an RSA modulus),
+    /// below 3 or wider than 4096 bits. The caller enforces the size and exponent policy.
     pub fn new(n: &[u8]) -> Option<RsaKey> {
         let n = trim_leading_zeros(n);
-        let modulus = BoxedUint::from_be_slice_vartime(n);
-        let modulus_bits = modulus.bits_vartime();
-        let odd = Option::<Odd<BoxedUint>>::from(Odd::new(modulus.clone()))?;
-        Some(RsaKey { params: BoxedMontyParams::new_vartime(odd), modulus, modulus_bits, size: n.len() })
+        let modulus_bits = u32::try_from(bit_length(n)).ok().filter(|&bits| bits <= 4096)?;
+        let modulus = PublicModulus::new(n)?;
+        Some(RsaKey { modulus, modulus_be: n.to_vec(), modulus_bits, size: n.len() })
     }
 
     pub fn modulus_bits(&self) -> u32 {
@@ -112,21 +111,13 @@ impl RsaKey {
         if signature.len() != self.size {
             return None;
         }
-        let s = BoxedUint::from_be_slice(signature, self.modulus.bits_precision()).ok()?;
-        if s >= self.modulus {
+        // Both are k octets big-endian, so byte order is numeric order.
+        if signature >= self.modulus_be.as_slice() {
             return None;
         }
-        let base = BoxedMontyForm::new(s, &self.params);
-        let mut m = base.clone();
-        for _ in 0..16 {
-            m = m.square();
-        }
-        let m = m.mul(&base).retrieve();
-        // BoxedUint's precision is a whole number of limbs, so it can be wider than k octets; m < n
-        // guarantees the extra leading octets are zero.
-        let bytes = m.to_be_bytes();
-        let extra = bytes.len().checked_sub(self.size)?;
-        Some(bytes[extra..].to_vec())
+        let mut em = vec![0u8; self.size];
+        self.modulus.pow_65537(signature, &mut em)?;
+        Some(em)
     }
 
     /// RSASSA-PKCS1-v1_5-VERIFY (RFC 8017 section 8.2.2). Step 3-4 as the RFC recommends: build the one

@@ -1,11 +1,14 @@
 //! Signature algorithms and verifying keys.
 //!
-//! The maintained RustCrypto crates do the mathematics (`crypto-bigint` for RSA, see `rsa.rs`; `p256`,
-//! `p384`, `ed25519-compact`); this module only decides which of them runs, with which parameters, and
+//! The maintained RustCrypto crates do the mathematics (`p256`, `p384`, `ed25519-compact`) except RSA's
+//! public operation, see `rsa.rs` and `montgomery.rs`; this module only decides which of them runs, with which parameters, and
 //! refuses combinations that JWS (RFC 7518) does not allow. `verify` takes the raw signing input and signature so the same code path
 //! can be run against the Wycheproof vectors (tests/wycheproof.rs).
 
+use super::ecdsa;
+use super::montgomery::bit_length;
 use super::rsa::{Hash, RsaKey};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -65,13 +68,25 @@ pub enum SignatureError {
     Invalid,
 }
 
-/// A public key accepted from a JWKS, ready to verify.
-#[derive(Debug, Clone)]
+/// A public key accepted from a JWKS, ready to verify. EC keys are shared (`Arc`): each carries the
+/// precomputed table of its point, built on first use (`ecdsa.rs`).
+#[derive(Clone)]
 pub enum VerifyingKey {
     Rsa(RsaKey),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    P256(Arc<ecdsa::p256_curve::Key>),
+    P384(Arc<ecdsa::p384_curve::Key>),
     Ed25519(ed25519_compact::PublicKey),
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            VerifyingKey::Rsa(key) => key.fmt(f),
+            VerifyingKey::P256(_) => f.write_str("P256"),
+            VerifyingKey::P384(_) => f.write_str("P384"),
+            VerifyingKey::Ed25519(key) => key.fmt(f),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,15 +127,16 @@ impl VerifyingKey {
     /// EC key from affine coordinates (each exactly the curve's field size).
     pub fn p256(x: &[u8], y: &[u8]) -> Result<VerifyingKey, KeyError> {
         let sec1 = uncompressed_point(x, y, 32).ok_or(KeyError::Invalid("P-256 coordinates must be 32 bytes"))?;
+        // The crate validates the point (on the curve, not the identity).
         p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-            .map(VerifyingKey::P256)
+            .map(|key| VerifyingKey::P256(Arc::new(ecdsa::EcKey::new(key.as_affine().into()))))
             .map_err(|_| KeyError::Invalid("point is not on P-256"))
     }
 
     pub fn p384(x: &[u8], y: &[u8]) -> Result<VerifyingKey, KeyError> {
         let sec1 = uncompressed_point(x, y, 48).ok_or(KeyError::Invalid("P-384 coordinates must be 48 bytes"))?;
         p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-            .map(VerifyingKey::P384)
+            .map(|key| VerifyingKey::P384(Arc::new(ecdsa::EcKey::new(key.as_affine().into()))))
             .map_err(|_| KeyError::Invalid("point is not on P-384"))
     }
 
@@ -161,28 +177,14 @@ impl VerifyingKey {
                     _ => return Err(SignatureError::KeyMismatch),
                 }
             }
-            VerifyingKey::P256(key) => {
-                use p256::ecdsa::signature::Verifier;
-                // JWS ECDSA signatures are r || s (IEEE P1363), never DER.
-                p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
-            }
-            VerifyingKey::P384(key) => {
-                use p384::ecdsa::signature::Verifier;
-                p384::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
-            }
+            // JWS ECDSA signatures are r || s (IEEE P1363), never DER.
+            VerifyingKey::P256(key) => ecdsa::p256_curve::verify(key, message, signature),
+            VerifyingKey::P384(key) => ecdsa::p384_curve::verify(key, message, signature),
             VerifyingKey::Ed25519(key) => {
                 ed25519_compact::Signature::from_slice(signature).is_ok_and(|sig| key.verify(message, &sig).is_ok())
             }
         };
         if ok { Ok(()) } else { Err(SignatureError::Invalid) }
-    }
-}
-
-/// Bit length of a big-endian integer (for the error message of a key that is refused before use).
-fn bit_length(be: &[u8]) -> usize {
-    match be.iter().position(|&b| b != 0) {
-        Some(first) => (be.len() - first - 1) * 8 + (8 - be[first].leading_zeros() as usize),
-        None => 0,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Checks on the head of a request to an MCP endpoint, before any body is read.
 
-use super::reply::request_error;
-use crate::reply::LocalReply;
+use super::jsonrpc_reply::request_error;
+use crate::outcome::{Denial, Reason};
 
 #[derive(Debug, Default)]
 pub struct HeadFacts<'a> {
@@ -21,18 +21,12 @@ pub enum McpRequest {
     NoBody,
 }
 
-/// Refusal reasons, also the stats names.
-pub const REASON_METHOD: &str = "method_not_allowed";
-pub const REASON_MEDIA_TYPE: &str = "unsupported_media_type";
-pub const REASON_TOO_LARGE: &str = "body_too_large";
-pub const REASON_BAD_REQUEST: &str = "bad_request";
-
-pub fn classify(facts: &HeadFacts, max_body_bytes: usize) -> Result<McpRequest, (&'static str, LocalReply)> {
+pub fn classify(facts: &HeadFacts, max_body_bytes: usize) -> Result<McpRequest, Denial> {
     match facts.method {
         "POST" => {
             if facts.content_encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
-                return Err((
-                    REASON_MEDIA_TYPE,
+                return Err(Denial::new(
+                    Reason::UnsupportedMediaType,
                     request_error(415, "Content-Encoding is not supported: send identity JSON"),
                 ));
             }
@@ -41,18 +35,23 @@ pub fn classify(facts: &HeadFacts, max_body_bytes: usize) -> Result<McpRequest, 
                 essence.eq_ignore_ascii_case("application/json")
             });
             if !json {
-                return Err((REASON_MEDIA_TYPE, request_error(415, "Content-Type must be application/json")));
+                return Err(Denial::new(
+                    Reason::UnsupportedMediaType,
+                    request_error(415, "Content-Type must be application/json"),
+                ));
             }
             if let Some(len) = facts.content_length {
                 match len.trim().parse::<u64>() {
                     Ok(n) if n > max_body_bytes as u64 => {
-                        return Err((
-                            REASON_TOO_LARGE,
+                        return Err(Denial::new(
+                            Reason::BodyTooLarge,
                             request_error(413, &format!("Request body exceeds {max_body_bytes} bytes")),
                         ));
                     }
                     Ok(_) => {}
-                    Err(_) => return Err((REASON_BAD_REQUEST, request_error(400, "Invalid Content-Length"))),
+                    Err(_) => {
+                        return Err(Denial::new(Reason::BadRequest, request_error(400, "Invalid Content-Length")));
+                    }
                 }
             }
             Ok(McpRequest::Post)
@@ -61,11 +60,14 @@ pub fn classify(facts: &HeadFacts, max_body_bytes: usize) -> Result<McpRequest, 
             if facts.end_of_stream {
                 Ok(McpRequest::NoBody)
             } else {
-                Err((REASON_BAD_REQUEST, request_error(400, "GET and DELETE requests to an MCP endpoint have no body")))
+                Err(Denial::new(
+                    Reason::BadRequest,
+                    request_error(400, "GET and DELETE requests to an MCP endpoint have no body"),
+                ))
             }
         }
-        _ => Err((
-            REASON_METHOD,
+        _ => Err(Denial::new(
+            Reason::MethodNotAllowed,
             request_error(405, "Method not allowed: MCP endpoints accept POST, GET and DELETE")
                 .with_header("allow", "GET, POST, DELETE".into()),
         )),
@@ -80,8 +82,8 @@ mod tests {
         HeadFacts { method: "POST", content_type: ct, content_encoding: enc, content_length: len, end_of_stream: false }
     }
 
-    fn status(r: Result<McpRequest, (&str, LocalReply)>) -> u32 {
-        r.map_or_else(|(_, reply)| reply.status, |_| 0)
+    fn status(r: Result<McpRequest, Denial>) -> u32 {
+        r.map_or_else(|d| d.reply.status, |_| 0)
     }
 
     #[test]
@@ -105,7 +107,7 @@ mod tests {
         let get_with_body = HeadFacts { method: "GET", end_of_stream: false, ..Default::default() };
         assert_eq!(status(classify(&get_with_body, 100)), 400);
         let put = HeadFacts { method: "PUT", ..Default::default() };
-        let Err((_, reply)) = classify(&put, 100) else { panic!() };
+        let Err(Denial { reply, .. }) = classify(&put, 100) else { panic!() };
         assert_eq!((reply.status, reply.header("allow")), (405, Some("GET, POST, DELETE")));
     }
 }

@@ -5,6 +5,7 @@ use super::jsonrpc::{self, Call, HEADER_MISMATCH, Message, ProtocolError};
 use super::lists::ListKind;
 use super::rules::{Access, Policy};
 use crate::jwt::Principal;
+use crate::outcome::Reason;
 use base64::Engine;
 use serde_json::Value;
 
@@ -53,6 +54,18 @@ pub enum Refusal {
         others: Vec<Value>,
         batch: bool,
     },
+}
+
+impl Refused {
+    /// The reason a refusal of these messages is counted under: `insufficient_scope` when more scopes
+    /// would help one of them, else `access_denied`.
+    pub fn reason(refused: &[Refused]) -> Reason {
+        if refused.iter().any(|r| matches!(r.access, Access::InsufficientScope { .. })) {
+            Reason::InsufficientScope
+        } else {
+            Reason::AccessDenied
+        }
+    }
 }
 
 pub fn inspect(

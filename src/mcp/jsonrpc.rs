@@ -7,6 +7,7 @@
 
 use super::rules::KNOWN_METHODS;
 use crate::json_strict::{Checked, Key, KeySet, Strict, accept_scalars, check_elements};
+use crate::outcome::Reason;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
@@ -28,10 +29,24 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// MCP 2026-07-28: `Mcp-Method`/`Mcp-Name` disagree with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
+/// JSON-RPC error code for requests refused by authorization. JSON-RPC leaves -32000..-32099 to
+/// implementations; MCP (through 2026-07-28) uses -32000..-32002, -32020..-32022 and -32042, so -32003
+/// ("forbidden") cannot be mistaken for any of them. docs/configuration.md documents it.
+pub const FORBIDDEN: i64 = -32003;
 
 impl ProtocolError {
     pub fn new(status: u32, code: i64, message: impl Into<String>) -> ProtocolError {
         ProtocolError { status, code, message: message.into(), id: Value::Null }
+    }
+
+    /// Why the request was refused, for stats and logs.
+    pub fn reason(&self) -> Reason {
+        match self.code {
+            PARSE_ERROR => Reason::ParseError,
+            HEADER_MISMATCH => Reason::HeaderMismatch,
+            INVALID_PARAMS => Reason::InvalidParams,
+            _ => Reason::InvalidRequest,
+        }
     }
 
     fn with_id(mut self, id: &Value) -> ProtocolError {

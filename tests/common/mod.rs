@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: base64url, JWK builders and provider configurations.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mcp_authz::config::{self, Config};
 use mcp_authz::jwt::base64url;

@@ -1,9 +1,8 @@
 //! Local replies the filter sends instead of forwarding: what clients see when they are refused.
 //!
-//! Bodies follow seed 000's `requireAuth` shape (`{"error", "message"}`); challenges follow RFC 6750 and
+//! Bodies follow the `requireAuth` shape of seed 000 (the gateway + backend pattern users run by hand) (`{"error", "message"}`); challenges follow RFC 6750 and
 //! the MCP authorization spec (`resource_metadata` from RFC 9728). No reply carries internal detail.
 
-use crate::config::Config;
 use crate::jwt::Rejection;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,33 +41,44 @@ impl LocalReply {
     }
 }
 
-/// 401 without `error=`: the request carried no bearer token (RFC 6750 section 3.1).
-pub fn missing_token(config: &Config) -> LocalReply {
-    let mut params = Vec::new();
-    if let Some(meta) = &config.resource_metadata {
-        params.push(format!("resource_metadata=\"{}\"", meta.url));
+/// What challenges say besides their error, decided once from configuration: where the RFC 9728
+/// metadata is, and the scope hint of the 401 sent when no token was presented.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Challenge {
+    /// The metadata URL for `resource_metadata="…"` (RFC 9728 section 5.1).
+    pub resource_metadata: Option<String>,
+    /// `scope="…"` for the 401 without a token (MCP 2025-11-25 scope selection), space-separated.
+    pub scope: Option<String>,
+}
+
+impl Challenge {
+    fn resource_metadata_param(&self) -> Option<String> {
+        self.resource_metadata.as_ref().map(|url| format!("resource_metadata=\"{url}\""))
     }
-    if let Some(scope) = &config.challenge_scope {
+}
+
+/// 401 without `error=`: the request carried no bearer token (RFC 6750 section 3.1).
+pub fn missing_token(challenge: &Challenge) -> LocalReply {
+    let mut params: Vec<String> = challenge.resource_metadata_param().into_iter().collect();
+    if let Some(scope) = &challenge.scope {
         params.push(format!("scope=\"{scope}\""));
     }
     LocalReply::error(401, "unauthorized", "Missing or invalid Authorization header")
-        .with_header("www-authenticate", challenge(&params))
+        .with_header("www-authenticate", bearer(&params))
 }
 
 /// 401 `invalid_token` with a short, fixed description of why.
-pub fn invalid_token(config: &Config, why: Rejection) -> LocalReply {
+pub fn invalid_token(challenge: &Challenge, why: Rejection) -> LocalReply {
     let mut params =
         vec!["error=\"invalid_token\"".to_string(), format!("error_description=\"{}\"", why.description())];
-    if let Some(meta) = &config.resource_metadata {
-        params.push(format!("resource_metadata=\"{}\"", meta.url));
-    }
-    LocalReply::error(401, "invalid_token", why.description()).with_header("www-authenticate", challenge(&params))
+    params.extend(challenge.resource_metadata_param());
+    LocalReply::error(401, "invalid_token", why.description()).with_header("www-authenticate", bearer(&params))
 }
 
 /// 400 `invalid_request`: more than one credential, which upstream parsers might read differently.
 pub fn invalid_request(message: &str) -> LocalReply {
     LocalReply::error(400, "invalid_request", message)
-        .with_header("www-authenticate", challenge(&["error=\"invalid_request\"".to_string()]))
+        .with_header("www-authenticate", bearer(&["error=\"invalid_request\"".to_string()]))
 }
 
 /// 400 for a path that upstreams could route differently from the filter (`authn::request_path`).
@@ -113,7 +123,7 @@ pub fn public_jwks(document: &str) -> LocalReply {
     }
 }
 
-fn challenge(params: &[String]) -> String {
+fn bearer(params: &[String]) -> String {
     if params.is_empty() { "Bearer".into() } else { format!("Bearer {}", params.join(", ")) }
 }
 
@@ -121,17 +131,18 @@ fn challenge(params: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn config() -> Config {
+    fn challenge() -> Challenge {
         crate::config::parse(
             br#"{"providers":[{"issuer":"https://idp","audiences":["a"],"jwks":{"inline":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}],
                 "resource_metadata":{"resource":"https://mcp.example.com/mcp"},"challenge_scopes":["read:tasks"]}"#,
         )
         .unwrap()
+        .challenge
     }
 
     #[test]
     fn missing_token_challenge_points_at_metadata() {
-        let r = missing_token(&config());
+        let r = missing_token(&challenge());
         assert_eq!(r.status, 401);
         assert_eq!(
             r.header("www-authenticate"),
@@ -145,7 +156,7 @@ mod tests {
 
     #[test]
     fn invalid_token_says_why_briefly() {
-        let r = invalid_token(&config(), Rejection::Expired);
+        let r = invalid_token(&challenge(), Rejection::Expired);
         assert_eq!(r.status, 401);
         let h = r.header("www-authenticate").unwrap();
         assert!(

@@ -3,17 +3,11 @@
 //! `WWW-Authenticate: Bearer error="insufficient_scope", scope="...", resource_metadata="..."`.
 
 use super::inspect::Refused;
-use super::jsonrpc::{INVALID_REQUEST, ProtocolError};
+use super::jsonrpc::{FORBIDDEN, INVALID_REQUEST, ProtocolError};
 use super::rules::Access;
 use crate::clip::clip;
-use crate::config::Config;
-use crate::reply::LocalReply;
+use crate::http_reply::{Challenge, LocalReply};
 use serde_json::{Value, json};
-
-/// JSON-RPC error code for requests refused by authorization. JSON-RPC leaves -32000..-32099 to
-/// implementations; MCP (through 2026-07-28) uses -32000..-32002, -32020..-32022 and -32042, so -32003
-/// ("forbidden") cannot be mistaken for any of them. docs/configuration.md documents it.
-pub const FORBIDDEN: i64 = -32003;
 
 fn rpc_error(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut error = json!({"code": code, "message": message});
@@ -32,9 +26,6 @@ pub fn request_error(status: u32, message: &str) -> LocalReply {
     LocalReply::json(status, rpc_error(&Value::Null, INVALID_REQUEST, message, None).to_string())
 }
 
-pub const REASON_SESSION_NOT_FOUND: &str = "session_not_found";
-pub const REASON_SESSION_NOT_OWNED: &str = "session_not_owned";
-
 /// 404 for a session id the filter has no binding for: MCP clients then start a new session. The same
 /// answer as the MCP Python SDK's for an unknown session.
 pub fn session_not_found() -> LocalReply {
@@ -48,7 +39,7 @@ pub fn session_not_owned() -> LocalReply {
     LocalReply::json(403, rpc_error(&Value::Null, FORBIDDEN, message, Some(data)).to_string())
 }
 
-pub fn forbidden(config: &Config, refused: &[Refused], others: &[Value], batch: bool) -> LocalReply {
+pub fn forbidden(challenge: &Challenge, refused: &[Refused], others: &[Value], batch: bool) -> LocalReply {
     let mut required: Vec<String> = Vec::new();
     let mut errors: Vec<Value> = Vec::new();
     for r in refused {
@@ -102,8 +93,8 @@ pub fn forbidden(config: &Config, refused: &[Refused], others: &[Value], batch: 
     let mut reply = LocalReply::json(403, body.to_string());
     if !required.is_empty() {
         let mut params = vec!["error=\"insufficient_scope\"".to_string(), format!("scope=\"{}\"", required.join(" "))];
-        if let Some(meta) = &config.resource_metadata {
-            params.push(format!("resource_metadata=\"{}\"", meta.url));
+        if let Some(url) = &challenge.resource_metadata {
+            params.push(format!("resource_metadata=\"{url}\""));
         }
         reply = reply.with_header("www-authenticate", format!("Bearer {}", params.join(", ")));
     }
@@ -114,12 +105,13 @@ pub fn forbidden(config: &Config, refused: &[Refused], others: &[Value], batch: 
 mod tests {
     use super::*;
 
-    fn config() -> Config {
+    fn challenge() -> Challenge {
         crate::config::parse(
             br#"{"providers":[{"issuer":"https://idp","audiences":["a"],"jwks":{"inline":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}],
                 "resource_metadata":{"resource":"https://mcp.example.com/mcp"}}"#,
         )
         .unwrap()
+        .challenge
     }
 
     fn scope_denial(index: usize, id: Value) -> Refused {
@@ -138,7 +130,7 @@ mod tests {
 
     #[test]
     fn insufficient_scope_is_a_step_up_challenge_with_jsonrpc_body() {
-        let r = forbidden(&config(), &[scope_denial(0, json!(7))], &[], false);
+        let r = forbidden(&challenge(), &[scope_denial(0, json!(7))], &[], false);
         assert_eq!(r.status, 403);
         assert_eq!(
             r.header("www-authenticate"),
@@ -155,7 +147,7 @@ mod tests {
 
     #[test]
     fn batch_answer_covers_every_request() {
-        let r = forbidden(&config(), &[scope_denial(1, json!("b"))], &[json!("a")], true);
+        let r = forbidden(&challenge(), &[scope_denial(1, json!("b"))], &[json!("a")], true);
         let body: Value = serde_json::from_str(&r.body).unwrap();
         let items = body.as_array().unwrap();
         assert_eq!(items.len(), 2);
@@ -168,7 +160,7 @@ mod tests {
     fn access_denied_has_no_step_up_challenge() {
         let mut d = scope_denial(0, json!(1));
         d.access = Access::Denied { why: "denied by rules[0]".into() };
-        let r = forbidden(&config(), &[d], &[], false);
+        let r = forbidden(&challenge(), &[d], &[], false);
         assert_eq!(r.header("www-authenticate"), None);
         assert!(!r.body.contains("rules[0]"), "no internal detail");
     }

@@ -1,0 +1,421 @@
+//! Filter configuration: the JSON in the Wasm filter's `configuration`, turned into a validated [`Config`].
+//!
+//! Parsing has two stages. serde (with `deny_unknown_fields` and `serde_path_to_error`) refuses unknown
+//! fields and wrong types and reports the path; `validate` then checks values and relations. Every
+//! error is a [`ConfigError`] whose `field` is a path such as `providers[0].jwks.remote.timeout_ms`, so
+//! the one Envoy log line that refuses a configuration tells the operator what to fix.
+//! Field reference: docs/configuration.md (keep the two in step).
+
+pub(crate) mod fields;
+
+pub use fields::ConfigError;
+
+use crate::exchange::Mode;
+use crate::exchange::config::{Credentials, PASSTHROUGH, RawCredentials, validate_credentials};
+use crate::http_reply::Challenge;
+use crate::jwt::provider::{Provider, RawProvider, validate_provider};
+use crate::mcp::config::{McpConfig, RawMcp, validate_mcp};
+use crate::mcp::glob::Glob;
+use crate::metadata::{RawResourceMetadata, ResourceMetadata, validate_resource_metadata};
+use crate::path::{PathMatch, RawPathMatch};
+use fields::{check_header_name, check_range, check_scope_token};
+use serde::Deserialize;
+
+pub const DEFAULT_JWKS_WAIT_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 1_000;
+
+/// The validated configuration. Built once per `on_configure`; the request path only reads it.
+#[derive(Debug)]
+pub struct Config {
+    pub providers: Vec<Provider>,
+    pub token: TokenSource,
+    pub paths: Vec<PathMatch>,
+    pub claim_headers: Vec<ClaimHeader>,
+    pub resource_metadata: Option<ResourceMetadata>,
+    /// What every 401/403 challenge carries besides its error.
+    pub challenge: Challenge,
+    pub jwks_wait_timeout_ms: u64,
+    pub token_cache_max_entries: usize,
+    pub mcp: McpConfig,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSource {
+    /// Lower-case header name.
+    pub header: String,
+    /// Auth scheme before the token (matched case-insensitively); empty means the whole value is the token.
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimHeader {
+    /// Claim name; a dotted name (`realm_access.roles`) walks nested objects.
+    pub claim: String,
+    pub header: String,
+}
+
+// ---- the JSON shape (serde) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    token: Option<RawTokenSource>,
+    #[serde(default)]
+    paths: Option<Vec<RawPathMatch>>,
+    #[serde(default)]
+    claim_headers: Vec<RawClaimHeader>,
+    #[serde(default)]
+    resource_metadata: Option<RawResourceMetadata>,
+    #[serde(default)]
+    challenge_scopes: Vec<String>,
+    #[serde(default)]
+    jwks_wait_timeout_ms: Option<u64>,
+    #[serde(default)]
+    token_cache: Option<RawTokenCache>,
+    #[serde(default)]
+    mcp: Option<RawMcp>,
+    #[serde(default)]
+    upstream_credentials: Option<RawCredentials>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenSource {
+    header: String,
+    #[serde(default)]
+    scheme: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimHeader {
+    claim: String,
+    header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenCache {
+    max_entries: usize,
+}
+
+/// Parses and validates the filter configuration.
+pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::new("", "configuration is empty; see docs/configuration.md"));
+    }
+    // Duplicate keys in configuration are refused for the same reason as in tokens: what the operator
+    // reads must be what the filter applies.
+    crate::json_strict::parse(json).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    if raw.providers.is_empty() {
+        return Err(ConfigError::new("providers", "at least one provider is required"));
+    }
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let provider = validate_provider(&format!("providers[{i}]"), p)?;
+        if let Some(j) = providers.iter().position(|q: &Provider| q.issuer == provider.issuer) {
+            return Err(ConfigError::new(
+                format!("providers[{i}].issuer"),
+                format!("issuer is already used by providers[{j}]; tokens are matched to providers by issuer"),
+            ));
+        }
+        if providers.iter().any(|q: &Provider| q.name == provider.name) {
+            return Err(ConfigError::new(format!("providers[{i}].name"), "provider names must be unique"));
+        }
+        providers.push(provider);
+    }
+
+    let token = match raw.token {
+        None => TokenSource { header: "authorization".into(), scheme: "Bearer".into() },
+        Some(t) => {
+            let header = t.header.to_ascii_lowercase();
+            check_header_name("token.header", &header)?;
+            let scheme = t.scheme.unwrap_or_else(|| "Bearer".into());
+            if scheme.chars().any(|c| !c.is_ascii_alphanumeric() && c != '-' && c != '_') {
+                return Err(ConfigError::new("token.scheme", "must be a single word such as \"Bearer\", or empty"));
+            }
+            TokenSource { header, scheme }
+        }
+    };
+
+    let paths = match raw.paths {
+        None => vec![PathMatch::Prefix("/".into())],
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::new("paths", "must not be empty; omit it to guard every path"));
+        }
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| PathMatch::parse(&format!("paths[{i}]"), m))
+            .collect::<Result<_, _>>()?,
+    };
+
+    let mut claim_headers: Vec<ClaimHeader> = Vec::new();
+    for (i, ch) in raw.claim_headers.into_iter().enumerate() {
+        let field = format!("claim_headers[{i}]");
+        if ch.claim.is_empty() || ch.claim.split('.').any(str::is_empty) {
+            return Err(ConfigError::new(format!("{field}.claim"), "must be a claim name or a dotted path"));
+        }
+        let header = ch.header.to_ascii_lowercase();
+        check_header_name(&format!("{field}.header"), &header)?;
+        if matches!(header.as_str(), "authorization" | "host" | "content-length" | "transfer-encoding")
+            || header == token.header
+        {
+            return Err(ConfigError::new(format!("{field}.header"), "this header cannot carry a claim"));
+        }
+        if claim_headers.iter().any(|c| c.header == header) {
+            return Err(ConfigError::new(format!("{field}.header"), "header is already mapped"));
+        }
+        claim_headers.push(ClaimHeader { claim: ch.claim, header });
+    }
+
+    let resource_metadata =
+        raw.resource_metadata.map(|m| validate_resource_metadata("resource_metadata", m)).transpose()?;
+
+    for (i, s) in raw.challenge_scopes.iter().enumerate() {
+        check_scope_token(&format!("challenge_scopes[{i}]"), s)?;
+    }
+    let challenge_scope = (!raw.challenge_scopes.is_empty()).then(|| raw.challenge_scopes.join(" "));
+
+    let jwks_wait_timeout_ms = raw.jwks_wait_timeout_ms.unwrap_or(DEFAULT_JWKS_WAIT_TIMEOUT_MS);
+    check_range("jwks_wait_timeout_ms", jwks_wait_timeout_ms, 1, 120_000)?;
+    let token_cache_max_entries = raw.token_cache.map_or(DEFAULT_TOKEN_CACHE_ENTRIES, |c| c.max_entries);
+    check_range("token_cache.max_entries", token_cache_max_entries as u64, 0, 1_000_000)?;
+
+    let credentials = validate_credentials("upstream_credentials", raw.upstream_credentials.unwrap_or_default())?;
+    // Cross-section: a rule's credential must name a target, and connector targets (which send the
+    // client's `_meta.userToken` on) only serve rules for exactly `tools/call`.
+    let credential_allowed = |field: &str, name: &str, method: &Glob| -> Result<(), ConfigError> {
+        if name == PASSTHROUGH {
+            return Ok(());
+        }
+        let target = credentials
+            .targets
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ConfigError::new(field, format!("no upstream_credentials target named {name:?}")))?;
+        // Exactly tools/call: a glob would also send other methods' `_meta.userToken` upstream.
+        if matches!(target.mode, Mode::Connector(_)) && method.as_string() != "tools/call" {
+            return Err(ConfigError::new(field, "connector targets serve tools/call rules only"));
+        }
+        Ok(())
+    };
+    let mcp = validate_mcp("mcp", raw.mcp.unwrap_or_default(), &paths, &credential_allowed)?;
+    if let Some(meta) = &resource_metadata {
+        for (path, _) in &credentials.published_jwks {
+            if meta.well_known_paths.iter().any(|p| p == path) {
+                return Err(ConfigError::new(
+                    "upstream_credentials",
+                    format!("jwks_path {path} collides with the resource metadata path"),
+                ));
+            }
+        }
+    }
+
+    let challenge =
+        Challenge { resource_metadata: resource_metadata.as_ref().map(|m| m.url.clone()), scope: challenge_scope };
+    Ok(Config {
+        providers,
+        token,
+        paths,
+        claim_headers,
+        resource_metadata,
+        challenge,
+        jwks_wait_timeout_ms,
+        token_cache_max_entries,
+        mcp,
+        credentials,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::rules::Unlisted;
+    use crate::mcp::sessions::SessionPolicy;
+    use serde_json::{Value, json};
+
+    const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    const ED_D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+
+    fn base() -> Value {
+        json!({"providers": [{"issuer": "https://idp", "audiences": ["a"],
+               "jwks": {"inline": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED_X}]}}}]})
+    }
+
+    fn with(path: &[&str], value: Value) -> Value {
+        let mut doc = base();
+        let mut at = &mut doc;
+        for (i, key) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                at[*key] = value.clone();
+            } else {
+                if at.get(*key).is_none() {
+                    at[*key] = json!({});
+                }
+                at = at.get_mut(*key).unwrap();
+            }
+        }
+        doc
+    }
+
+    fn error(doc: Value) -> ConfigError {
+        parse(doc.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn path_matching_covers_the_spellings_upstreams_route_alike() {
+        let exact = PathMatch::Exact("/mcp".into());
+        for p in ["/mcp", "/MCP", "/mcp/", "/Mcp//"] {
+            assert!(exact.matches(p), "{p}");
+        }
+        assert!(!exact.matches("/mcpx") && !exact.matches("/mc"));
+        let prefix = PathMatch::Prefix("/mcp".into());
+        assert!(prefix.matches("/MCP/x") && prefix.matches("/mcp") && !prefix.matches("/mc"));
+        assert!(PathMatch::Exact("/".into()).matches("/"));
+        assert!(!PathMatch::Prefix("/é".into()).matches("/"), "no slicing panic on short paths");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(base().to_string().as_bytes()).unwrap();
+        assert_eq!(c.paths, vec![PathMatch::Prefix("/".into())]);
+        assert_eq!(c.providers[0].clock_skew_seconds, 60);
+        assert!(c.providers[0].require_exp);
+        assert_eq!(c.mcp.policy.unlisted_tools, Unlisted::Deny);
+        assert_eq!(
+            c.mcp.sessions,
+            SessionPolicy { bind: true, adopt_unknown: false, max_sessions: 10_000, idle_timeout_ms: 86_400_000 }
+        );
+        assert_eq!(c.credentials.default, None);
+        // Configured paths are matched in canonical form, as requests are.
+        let c = parse(with(&["paths"], json!([{"prefix": "/caf%c3%a9/%7euser/./x"}])).to_string().as_bytes()).unwrap();
+        assert_eq!(c.paths, vec![PathMatch::Prefix("/caf%C3%A9/~user/x".into())]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (with(&["extra"], json!(1)), ""),
+            (with(&["jwks_wait_timeout_ms"], json!(0)), "jwks_wait_timeout_ms"),
+            (with(&["jwks_wait_timeout_ms"], json!(-1)), "jwks_wait_timeout_ms"),
+            (with(&["paths"], json!([{"prefix": "mcp"}])), "paths[0]"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/cal"}])), "mcp.rules[0].method"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/call", "uri": "x"}])), "mcp.rules[0].uri"),
+            (with(&["mcp", "rules"], json!([{"method": "tools/call", "scopes": [""]}])), "mcp.rules[0].scopes[0]"),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/call", "credential": "nope"}])),
+                "mcp.rules[0].credential",
+            ),
+            (with(&["mcp", "allowed_origins"], json!(["https://a.example/path"])), "mcp.allowed_origins[0]"),
+            (with(&["paths"], json!([{"prefix": "/x%2F..%2Fmcp"}])), "paths[0]"),
+            (with(&["mcp", "paths"], json!([{"exact": "/mcp;x"}])), "mcp.paths[0]"),
+            (with(&["mcp", "sessions"], json!({"binding": "user"})), "mcp.sessions.binding"),
+            (with(&["mcp", "sessions"], json!({"unknown_sessions": "allow"})), "mcp.sessions.unknown_sessions"),
+            (with(&["mcp", "sessions"], json!({"max_sessions": 1})), "mcp.sessions.max_sessions"),
+            (with(&["mcp", "sessions"], json!({"idle_timeout_seconds": 0})), "mcp.sessions.idle_timeout_seconds"),
+            (with(&["mcp", "sessions"], json!({"ttl": 5})), "mcp.sessions"),
+            (with(&["upstream_credentials", "default"], json!("nope")), "upstream_credentials.default"),
+            (
+                with(
+                    &["upstream_credentials", "targets"],
+                    json!({"x": {"mode": "rfc8693", "cluster": "c", "authority": "a", "path": "/t", "provider_id": "p"}}),
+                ),
+                "upstream_credentials.targets.x.provider_id",
+            ),
+            (
+                with(
+                    &["upstream_credentials", "targets"],
+                    json!({"x": {"mode": "connector", "cluster": "c", "authority": "a"}}),
+                ),
+                "upstream_credentials.targets.x.provider_id",
+            ),
+            (
+                with(
+                    &["upstream_credentials", "targets"],
+                    json!({"x": {"mode": "internal", "signing_key": {"kty": "OKP", "crv": "Ed25519", "d": ED_D, "x": "AAAA"}, "audience": "b"}}),
+                ),
+                "upstream_credentials.targets.x.signing_key",
+            ),
+            (
+                with(&["upstream_credentials", "targets"], json!({"x": {"mode": "magic"}})),
+                "upstream_credentials.targets.x.mode",
+            ),
+        ];
+        for (doc, field) in cases {
+            let e = error(doc.clone());
+            assert!(e.field.starts_with(field), "{doc}: got {e}");
+        }
+        let e = error(
+            json!({"providers": [{"issuer": "i", "audiencez": ["a"], "audiences": ["a"], "jwks": {"inline": {"keys": []}}}]}),
+        );
+        assert!(e.to_string().contains("audiencez"), "{e}");
+        let e = error(with(&["providers"], json!([])));
+        assert_eq!(e.field, "providers");
+        assert!(parse(br#"{"providers":[],"providers":[]}"#).unwrap_err().reason.contains("duplicate"));
+    }
+
+    #[test]
+    fn urls_sent_in_challenges_are_refused_unless_header_safe() {
+        // Found by fuzzing (the `config` fuzz target): a NUL in the resource
+        // URL was accepted and put into every `WWW-Authenticate` header.
+        for bad in [
+            "https://mcp.e\0xample.test/mcp",
+            "https://mcp.example.test/a\"b",
+            "https://mcp.example.test/a b",
+            "https://mcp.example.test/a\\b",
+            "https://mcp.example.test/\r\nx: 1",
+            "https://mcp.example.test/tâche",
+        ] {
+            for field in ["resource", "metadata_url"] {
+                let mut meta = json!({"resource": "https://mcp.example.test/mcp"});
+                meta[field] = json!(bad);
+                let e = error(with(&["resource_metadata"], meta));
+                assert_eq!(e.field, format!("resource_metadata.{field}"), "{bad:?}");
+            }
+            let servers =
+                with(&["resource_metadata"], json!({"resource": "https://m/", "authorization_servers": [bad]}));
+            assert_eq!(error(servers).field, "resource_metadata.authorization_servers[0]", "{bad:?}");
+        }
+        let ok = with(&["resource_metadata"], json!({"resource": "https://mcp.example.test/t%C3%A2che?x=1%22"}));
+        assert!(parse(ok.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn credentials_section() {
+        let doc = with(
+            &["upstream_credentials"],
+            json!({
+                "default": "backend",
+                "targets": {
+                    "sts": {"mode": "rfc8693", "cluster": "sts", "authority": "sts", "path": "/token", "client_id": "gw", "client_secret": "s"},
+                    "backend": {"mode": "internal", "audience": "tasks", "jwks_path": "/.well-known/gw-jwks.json",
+                                "signing_key": {"kty": "OKP", "crv": "Ed25519", "d": ED_D, "x": ED_X}}
+                }
+            }),
+        );
+        let c = parse(doc.to_string().as_bytes()).unwrap();
+        let backend = c.credentials.resolve(None).unwrap();
+        assert_eq!(c.credentials.targets[backend].name, "backend");
+        assert_eq!(c.credentials.resolve(Some("passthrough")), None);
+        assert!(c.credentials.jwks_at("/.well-known/gw-jwks.json").unwrap().contains(ED_X));
+        let connector_default = with(
+            &["upstream_credentials"],
+            json!({"default": "r", "targets": {"r": {"mode": "connector", "cluster": "c", "authority": "a", "provider_id": "reddit"}}}),
+        );
+        assert_eq!(error(connector_default).field, "upstream_credentials.default");
+    }
+}

@@ -1,0 +1,317 @@
+//! The `upstream_credentials` section: the targets (one per credential mode, each mode's settings built
+//! here), the default, and the exchange cache.
+
+use super::{Mode, Target, connector, internal, rfc8693};
+use crate::config::fields::{ConfigError, check_range, check_scope_token};
+use serde::Deserialize;
+
+pub const DEFAULT_EXCHANGE_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_EXCHANGE_CACHE_ENTRIES: usize = 10_000;
+pub const DEFAULT_EXCHANGE_MARGIN_SECONDS: u64 = 30;
+pub const DEFAULT_CONNECTOR_TTL_SECONDS: u64 = 60;
+pub const DEFAULT_INTERNAL_TTL_SECONDS: u64 = 60;
+/// The credential name that forwards the verified client token unchanged.
+pub const PASSTHROUGH: &str = "passthrough";
+
+/// `upstream_credentials`: what the upstream receives instead of the client's token.
+#[derive(Debug)]
+pub struct Credentials {
+    /// Target used when no rule names one; None means passthrough.
+    pub default: Option<usize>,
+    pub targets: Vec<Target>,
+    /// Upstream header (lower case) that carries the credential.
+    pub cache_max_entries: usize,
+    pub cache_margin_seconds: u64,
+    /// `(path, JWKS document)` for internal targets with a `jwks_path`, serialised once at load.
+    pub published_jwks: Vec<(String, String)>,
+}
+
+impl Credentials {
+    /// Index of a target by name; None for passthrough.
+    pub fn resolve(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            None => self.default,
+            Some(PASSTHROUGH) => None,
+            Some(n) => self.targets.iter().position(|t| t.name == n),
+        }
+    }
+
+    /// The published JWKS at `path`, if an internal target publishes one there.
+    pub fn jwks_at(&self, path: &str) -> Option<&str> {
+        self.published_jwks.iter().find(|(p, _)| p == path).map(|(_, doc)| doc.as_str())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredentials {
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    cache: Option<RawExchangeCache>,
+    #[serde(default)]
+    targets: std::collections::BTreeMap<String, RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExchangeCache {
+    #[serde(default)]
+    max_entries: Option<usize>,
+    #[serde(default)]
+    margin_seconds: Option<u64>,
+}
+
+/// One flat shape for every mode; fields that do not belong to the chosen mode are refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    mode: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    inject_meta_key: Option<String>,
+    // rfc8693 and connector
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    // rfc8693
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    requested_token_type: Option<String>,
+    #[serde(default)]
+    subject_token_type: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_auth: Option<String>,
+    // connector
+    #[serde(default)]
+    provider_id: Option<String>,
+    #[serde(default)]
+    user_id_claim: Option<String>,
+    #[serde(default)]
+    default_ttl_seconds: Option<u64>,
+    // internal
+    #[serde(default)]
+    signing_key: Option<serde_json::Value>,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    jwks_path: Option<String>,
+}
+
+pub(crate) fn validate_credentials(field: &str, raw: RawCredentials) -> Result<Credentials, ConfigError> {
+    let mut targets = Vec::new();
+    for (name, t) in raw.targets {
+        let f = format!("{field}.targets.{name}");
+        if name.is_empty()
+            || name == PASSTHROUGH
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            return Err(ConfigError::new(
+                f,
+                "target names are words of letters, digits, '-' and '_' (and not \"passthrough\")",
+            ));
+        }
+        targets.push(validate_target(&f, name, t)?);
+    }
+    let default = match raw.default.as_deref() {
+        None | Some(PASSTHROUGH) => None,
+        Some(name) => {
+            let i = targets
+                .iter()
+                .position(|t| t.name == name)
+                .ok_or_else(|| ConfigError::new(format!("{field}.default"), format!("no target named {name:?}")))?;
+            if matches!(targets[i].mode, Mode::Connector(_)) {
+                return Err(ConfigError::new(
+                    format!("{field}.default"),
+                    "a connector target needs _meta from a tools/call body; name it on the rules of the tools that need it",
+                ));
+            }
+            Some(i)
+        }
+    };
+    let cache = raw.cache.unwrap_or(RawExchangeCache { max_entries: None, margin_seconds: None });
+    let cache_max_entries = cache.max_entries.unwrap_or(DEFAULT_EXCHANGE_CACHE_ENTRIES);
+    check_range(&format!("{field}.cache.max_entries"), cache_max_entries as u64, 0, 1_000_000)?;
+    let cache_margin_seconds = cache.margin_seconds.unwrap_or(DEFAULT_EXCHANGE_MARGIN_SECONDS);
+    check_range(&format!("{field}.cache.margin_seconds"), cache_margin_seconds, 0, 3_600)?;
+    let mut published_jwks: Vec<(String, String)> = Vec::new();
+    for t in &targets {
+        if let Mode::Internal(s) = &t.mode
+            && let Some(path) = &s.jwks_path
+        {
+            if published_jwks.iter().any(|(p, _)| p == path) {
+                return Err(ConfigError::new(
+                    format!("{field}.targets.{}.jwks_path", t.name),
+                    "path already used by another target",
+                ));
+            }
+            published_jwks.push((path.clone(), s.public_jwks()));
+        }
+    }
+    Ok(Credentials { default, targets, cache_max_entries, cache_margin_seconds, published_jwks })
+}
+
+fn validate_target(field: &str, name: String, t: RawTarget) -> Result<Target, ConfigError> {
+    let timeout_ms = t.timeout_ms.unwrap_or(DEFAULT_EXCHANGE_TIMEOUT_MS);
+    check_range(&format!("{field}.timeout_ms"), timeout_ms, 1, 60_000)?;
+    if let Some(key) = &t.inject_meta_key
+        && (key.is_empty() || key == "userToken")
+    {
+        return Err(ConfigError::new(
+            format!("{field}.inject_meta_key"),
+            "must be a non-empty _meta key other than userToken",
+        ));
+    }
+    // Fields that belong to another mode are named, not silently ignored.
+    let present = |names: &[(&'static str, bool)]| names.iter().find(|(_, set)| *set).map(|(n, _)| *n);
+    let rfc_fields = [
+        ("resource", t.resource.is_some()),
+        ("scope", t.scope.is_some()),
+        ("requested_token_type", t.requested_token_type.is_some()),
+        ("subject_token_type", t.subject_token_type.is_some()),
+        ("client_id", t.client_id.is_some()),
+        ("client_secret", t.client_secret.is_some()),
+        ("client_auth", t.client_auth.is_some()),
+    ];
+    let connector_fields = [
+        ("audience", t.audience.is_some() && t.mode == "connector"),
+        ("provider_id", t.provider_id.is_some()),
+        ("user_id_claim", t.user_id_claim.is_some()),
+        ("default_ttl_seconds", t.default_ttl_seconds.is_some()),
+    ];
+    let internal_fields = [
+        ("signing_key", t.signing_key.is_some()),
+        ("key_id", t.key_id.is_some()),
+        ("issuer", t.issuer.is_some()),
+        ("ttl_seconds", t.ttl_seconds.is_some()),
+        ("jwks_path", t.jwks_path.is_some()),
+    ];
+    let callout_fields =
+        [("cluster", t.cluster.is_some()), ("authority", t.authority.is_some()), ("path", t.path.is_some())];
+    let refuse = |others: &[&[(&'static str, bool)]], mode: &str| -> Result<(), ConfigError> {
+        for group in others {
+            if let Some(n) = present(group) {
+                return Err(ConfigError::new(format!("{field}.{n}"), format!("does not apply to mode {mode:?}")));
+            }
+        }
+        Ok(())
+    };
+    let callout = |default_path: Option<&str>| -> Result<(String, String, String), ConfigError> {
+        let cluster = t.cluster.clone().filter(|c| !c.is_empty());
+        let cluster =
+            cluster.ok_or_else(|| ConfigError::new(format!("{field}.cluster"), "must name an Envoy cluster"))?;
+        let authority = t.authority.clone().filter(|a| !a.is_empty() && !a.contains(['/', ' ']));
+        let authority =
+            authority.ok_or_else(|| ConfigError::new(format!("{field}.authority"), "must be a host[:port]"))?;
+        let path = t.path.clone().or_else(|| default_path.map(str::to_string)).filter(|p| p.starts_with('/'));
+        let path = path.ok_or_else(|| ConfigError::new(format!("{field}.path"), "must start with '/'"))?;
+        Ok((cluster, authority, path))
+    };
+    let mode = match t.mode.as_str() {
+        "rfc8693" => {
+            refuse(&[&connector_fields, &internal_fields], "rfc8693")?;
+            let (cluster, authority, path) = callout(None)?;
+            let client_auth = match (t.client_auth.as_deref(), &t.client_id) {
+                (None | Some("basic"), Some(_)) => rfc8693::ClientAuth::Basic,
+                (Some("post"), Some(_)) => rfc8693::ClientAuth::Post,
+                (None | Some("none"), None) => rfc8693::ClientAuth::None,
+                (Some("basic" | "post"), None) => {
+                    return Err(ConfigError::new(format!("{field}.client_id"), "required by client_auth"));
+                }
+                (Some(other), _) => {
+                    return Err(ConfigError::new(
+                        format!("{field}.client_auth"),
+                        format!("{other:?} must be \"basic\", \"post\" or \"none\""),
+                    ));
+                }
+            };
+            if let Some(scope) = &t.scope {
+                for (i, s) in scope.split(' ').enumerate() {
+                    check_scope_token(&format!("{field}.scope (word {i})"), s)?;
+                }
+            }
+            Mode::Rfc8693(rfc8693::Settings {
+                cluster,
+                authority,
+                path,
+                audience: t.audience,
+                resource: t.resource,
+                scope: t.scope,
+                requested_token_type: t.requested_token_type,
+                subject_token_type: t.subject_token_type.unwrap_or_else(|| rfc8693::ACCESS_TOKEN_TYPE.into()),
+                client_id: t.client_id,
+                client_secret: t.client_secret.map(rfc8693::Secret),
+                client_auth,
+            })
+        }
+        "connector" => {
+            refuse(&[&rfc_fields, &internal_fields], "connector")?;
+            let (cluster, authority, path) = callout(Some("/api/connectors/requestAuth"))?;
+            let provider_id = t.provider_id.filter(|p| !p.is_empty());
+            let provider_id = provider_id.ok_or_else(|| {
+                ConfigError::new(format!("{field}.provider_id"), "required: the provider this tool needs")
+            })?;
+            let default_ttl_seconds = t.default_ttl_seconds.unwrap_or(DEFAULT_CONNECTOR_TTL_SECONDS);
+            check_range(&format!("{field}.default_ttl_seconds"), default_ttl_seconds, 0, 86_400)?;
+            Mode::Connector(connector::Settings {
+                cluster,
+                authority,
+                path,
+                provider_id,
+                user_id_claim: t.user_id_claim.unwrap_or_else(|| "sub".into()),
+                default_ttl_seconds,
+            })
+        }
+        "internal" => {
+            refuse(&[&rfc_fields, &connector_fields, &callout_fields], "internal")?;
+            let jwk = t
+                .signing_key
+                .ok_or_else(|| ConfigError::new(format!("{field}.signing_key"), "required: a private JWK"))?;
+            let key = internal::SigningKey::from_jwk(&jwk)
+                .map_err(|e| ConfigError::new(format!("{field}.signing_key"), e))?;
+            let ttl_seconds = t.ttl_seconds.unwrap_or(DEFAULT_INTERNAL_TTL_SECONDS);
+            check_range(&format!("{field}.ttl_seconds"), ttl_seconds, 1, 3_600)?;
+            let audience = t.audience.clone().filter(|a| !a.is_empty());
+            let audience = audience.ok_or_else(|| {
+                ConfigError::new(format!("{field}.audience"), "required: who the internal token is for")
+            })?;
+            if let Some(p) = &t.jwks_path
+                && (!p.starts_with('/') || p.contains(['?', '#']))
+            {
+                return Err(ConfigError::new(format!("{field}.jwks_path"), "must be a path starting with '/'"));
+            }
+            Mode::Internal(internal::Settings {
+                key,
+                key_id: t.key_id.unwrap_or_else(|| name.clone()),
+                issuer: t.issuer.unwrap_or_else(|| "mcp-authz".into()),
+                audience,
+                ttl_seconds,
+                jwks_path: t.jwks_path,
+            })
+        }
+        other => {
+            return Err(ConfigError::new(
+                format!("{field}.mode"),
+                format!("{other:?} must be \"rfc8693\", \"connector\" or \"internal\""),
+            ));
+        }
+    };
+    Ok(Target { name, mode, timeout_ms, inject_meta_key: t.inject_meta_key })
+}

@@ -1,0 +1,424 @@
+//! The glue's state machines driven by `cargo test`: a fake [`Host`] stands in for Envoy (contexts,
+//! headers, bodies, callouts, shared data, time), and the tests play Envoy's part — calling the
+//! callbacks, answering callouts, advancing the clock — then look at what each request got: resumed,
+//! answered, with which headers.
+
+use super::host::{Buffer, CalloutRequest, Host, Map};
+use super::root::Root;
+use super::stream::Stream;
+use crate::http_reply::LocalReply;
+use crate::jwt::base64url;
+use proxy_wasm::types::{Action, Status};
+use serde_json::{Value, json};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+const ROOT: u32 = 1;
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "mcp";
+const SEED: [u8; 32] = [7; 32];
+const T0: u64 = 1_800_000_000_000;
+
+#[derive(Default)]
+struct Context {
+    request_headers: Vec<(String, String)>,
+    request_body: Vec<u8>,
+    reply: Option<LocalReply>,
+    resumed: bool,
+}
+
+/// A callout answer: headers and body.
+type Answer = (Vec<(String, String)>, Vec<u8>);
+
+struct Dispatched {
+    token: u32,
+    /// The context that was effective: the answer goes to it.
+    context: u32,
+    cluster: String,
+    body: Vec<u8>,
+}
+
+/// Envoy as the glue sees it. Calls act on the effective context, as hostcalls do.
+#[derive(Default)]
+struct FakeHost {
+    now: Cell<u64>,
+    effective: Cell<u32>,
+    contexts: RefCell<HashMap<u32, Context>>,
+    dispatched: RefCell<Vec<Dispatched>>,
+    next_token: Cell<u32>,
+    /// The callout answer being delivered.
+    answer: RefCell<Answer>,
+    shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    next_cas: Cell<u32>,
+    counters: RefCell<Vec<(String, u64)>>,
+}
+
+impl FakeHost {
+    fn with<T>(&self, f: impl FnOnce(&mut Context) -> T) -> T {
+        f(self.contexts.borrow_mut().entry(self.effective.get()).or_default())
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.counters.borrow().iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+    }
+
+    fn reply(&self, context: u32) -> Option<LocalReply> {
+        self.contexts.borrow().get(&context).and_then(|c| c.reply.clone())
+    }
+
+    fn resumed(&self, context: u32) -> bool {
+        self.contexts.borrow().get(&context).is_some_and(|c| c.resumed)
+    }
+
+    fn request_header(&self, context: u32, name: &str) -> Option<String> {
+        let contexts = self.contexts.borrow();
+        contexts.get(&context)?.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    fn take_dispatched(&self) -> Vec<Dispatched> {
+        std::mem::take(&mut *self.dispatched.borrow_mut())
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+
+    fn headers(&self, map: Map) -> Vec<(String, String)> {
+        match map {
+            Map::RequestHeaders => self.with(|c| c.request_headers.clone()),
+            Map::ResponseHeaders => Vec::new(),
+            Map::CalloutResponseHeaders => self.answer.borrow().0.clone(),
+        }
+    }
+
+    fn header(&self, map: Map, name: &str) -> Option<String> {
+        self.headers(map).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn set_header(&self, map: Map, name: &str, value: Option<&str>) {
+        assert_eq!(map, Map::RequestHeaders, "these tests set request headers only");
+        self.with(|c| {
+            c.request_headers.retain(|(n, _)| n != name);
+            if let Some(v) = value {
+                c.request_headers.push((name.to_string(), v.to_string()));
+            }
+        });
+    }
+
+    fn buffer(&self, buffer: Buffer, start: usize, size: usize) -> Vec<u8> {
+        let bytes = match buffer {
+            Buffer::RequestBody => self.with(|c| c.request_body.clone()),
+            Buffer::ResponseBody => Vec::new(),
+            Buffer::CalloutResponseBody => self.answer.borrow().1.clone(),
+        };
+        bytes.get(start..).map(|b| b[..size.min(b.len())].to_vec()).unwrap_or_default()
+    }
+
+    fn set_buffer(&self, buffer: Buffer, start: usize, size: usize, data: &[u8]) {
+        assert_eq!(buffer, Buffer::RequestBody, "these tests rewrite request bodies only");
+        self.with(|c| {
+            c.request_body.splice(start..(start + size).min(c.request_body.len()), data.iter().copied());
+        });
+    }
+
+    fn dispatch(&self, request: &CalloutRequest) -> Result<u32, Status> {
+        let token = self.next_token.get() + 1;
+        self.next_token.set(token);
+        self.dispatched.borrow_mut().push(Dispatched {
+            token,
+            context: self.effective.get(),
+            cluster: request.cluster.to_string(),
+            body: request.body.map(<[u8]>::to_vec).unwrap_or_default(),
+        });
+        Ok(token)
+    }
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.shared.borrow().get(key) {
+            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+        let mut shared = self.shared.borrow_mut();
+        // As Envoy: an absent key is created whatever the cas; a present one only with its cas.
+        if let (Some((_, current)), Some(cas)) = (shared.get(key), cas)
+            && *current != cas
+        {
+            return Err(Status::CasMismatch);
+        }
+        let next = self.next_cas.get() + 1;
+        self.next_cas.set(next);
+        shared.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn send_reply(&self, reply: &LocalReply) -> bool {
+        self.with(|c| {
+            assert!(c.reply.is_none(), "two local replies for one stream (envoy#28826)");
+            c.reply = Some(reply.clone());
+        });
+        true
+    }
+
+    fn enter(&self, context_id: u32) -> bool {
+        if !self.contexts.borrow().contains_key(&context_id) {
+            return false; // the stream is gone
+        }
+        self.effective.set(context_id);
+        true
+    }
+
+    fn resume_request(&self) {
+        self.with(|c| c.resumed = true);
+    }
+
+    fn define_counter(&self, name: &str) -> Option<u32> {
+        let mut counters = self.counters.borrow_mut();
+        counters.push((name.to_string(), 0));
+        Some(counters.len() as u32 - 1)
+    }
+
+    fn increment(&self, counter: u32) {
+        self.counters.borrow_mut()[counter as usize].1 += 1;
+    }
+}
+
+/// A filter (root context and streams) in front of the fake Envoy.
+struct Filter {
+    host: Rc<FakeHost>,
+    root: Root,
+    streams: HashMap<u32, Stream>,
+}
+
+impl Filter {
+    fn new(config: Value) -> Filter {
+        let host = Rc::new(FakeHost::default());
+        host.now.set(T0);
+        host.contexts.borrow_mut().insert(ROOT, Context::default());
+        host.effective.set(ROOT);
+        let mut root = Root::default();
+        assert!(root.configure(config.to_string().as_bytes(), host.clone()), "configuration refused");
+        Filter { host, root, streams: HashMap::new() }
+    }
+
+    /// Envoy runs the root's tick.
+    fn tick(&self) {
+        self.host.effective.set(ROOT);
+        self.root.tick();
+    }
+
+    fn advance(&self, ms: u64) {
+        self.host.now.set(self.host.now.get() + ms);
+    }
+
+    /// A new request: its headers arrive (`end_of_stream`: no body follows).
+    fn request(&mut self, id: u32, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
+        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        self.host.contexts.borrow_mut().insert(id, Context { request_headers: headers, ..Default::default() });
+        let stream = self.root.new_stream(id).expect("configured");
+        self.host.effective.set(id);
+        let action = stream.on_request_headers(end_of_stream);
+        self.streams.insert(id, stream);
+        action
+    }
+
+    /// The whole request body arrives.
+    fn body(&self, id: u32, body: &[u8]) -> Action {
+        self.host.effective.set(id);
+        self.host.with(|c| c.request_body = body.to_vec());
+        self.streams[&id].on_request_body(body.len(), true)
+    }
+
+    /// Envoy delivers the answer of callout `token` to the context that made it.
+    fn answer(&self, token: u32, context: u32, status: Option<u16>, headers: &[(&str, &str)], body: &[u8]) {
+        let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        if let Some(status) = status {
+            all.insert(0, (":status".into(), status.to_string()));
+        }
+        let num_headers = all.len();
+        *self.host.answer.borrow_mut() = (all, body.to_vec());
+        self.host.effective.set(context);
+        if context == ROOT {
+            self.root.on_callout(token, num_headers, body.len());
+        } else {
+            self.streams[&context].on_callout(token, num_headers, body.len());
+        }
+    }
+
+    /// The stream ends (client gone, or done): Envoy deletes its context.
+    fn close(&mut self, id: u32) {
+        self.host.contexts.borrow_mut().remove(&id);
+        self.streams.remove(&id);
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64url::encode(bytes)
+}
+
+fn key_pair() -> ed25519_compact::KeyPair {
+    ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(SEED))
+}
+
+fn jwks() -> Value {
+    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "x": b64(key_pair().pk.as_ref())}]})
+}
+
+fn token(sub: &str, scope: &str) -> String {
+    let header = b64(json!({"alg": "EdDSA", "kid": "k1", "typ": "JWT"}).to_string().as_bytes());
+    let exp = T0 / 1000 + 3600;
+    let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "scope": scope, "exp": exp});
+    let input = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let signature = key_pair().sk.sign(input.as_bytes(), None);
+    format!("{input}.{}", b64(signature.as_ref()))
+}
+
+fn provider(jwks: Value) -> Value {
+    json!({"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["EdDSA"], "jwks": jwks})
+}
+
+fn remote_keys() -> Value {
+    provider(json!({"remote": {"cluster": "idp", "authority": "idp", "path": "/jwks", "timeout_ms": 1000}}))
+}
+
+fn inline_keys() -> Value {
+    provider(json!({"inline": jwks()}))
+}
+
+fn get(path: &str, token: &str) -> Vec<(String, String)> {
+    [(":method", "GET"), (":path", path), ("authorization", &format!("Bearer {token}"))]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+fn headers_of(owned: &[(String, String)]) -> Vec<(&str, &str)> {
+    owned.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn a_request_held_for_keys_goes_on_once_they_arrive() {
+    let mut f = Filter::new(json!({"providers": [remote_keys()], "paths": [{"prefix": "/api"}],
+                                   "claim_headers": [{"claim": "sub", "header": "x-user-sub"}]}));
+    f.tick(); // the first fetch starts
+    let [fetch] = f.host.take_dispatched().try_into().ok().expect("one JWKS fetch");
+    assert_eq!((fetch.cluster.as_str(), fetch.context), ("idp", ROOT));
+
+    let request = get("/api/items", &token("alice", "read"));
+    assert_eq!(f.request(2, &headers_of(&request), true), Action::Pause, "held: no keys yet");
+    assert_eq!(f.host.counter("mcp_authz.held_for_keys"), 1);
+    f.tick();
+    assert!(!f.host.resumed(2) && f.host.reply(2).is_none(), "still held while the fetch is in flight");
+
+    f.answer(fetch.token, ROOT, Some(200), &[], jwks().to_string().as_bytes());
+    assert!(f.host.resumed(2), "resumed as soon as the keys were stored");
+    assert_eq!(f.host.reply(2), None);
+    assert_eq!(f.host.request_header(2, "x-user-sub").as_deref(), Some("alice"));
+    assert_eq!(f.host.counter("mcp_authz.allowed"), 1);
+    assert_eq!(f.host.counter("mcp_authz.jwks_fetch_success"), 1);
+}
+
+#[test]
+fn keys_that_never_arrive_end_in_503_with_retry_after() {
+    let mut f = Filter::new(json!({"providers": [remote_keys()], "jwks_wait_timeout_ms": 500}));
+    f.tick();
+    let [fetch] = f.host.take_dispatched().try_into().ok().expect("one JWKS fetch");
+    assert_eq!(f.request(2, &headers_of(&get("/x", &token("alice", ""))), true), Action::Pause);
+    // The fetch fails (no answer at all), and no other comes in time.
+    f.answer(fetch.token, ROOT, None, &[], b"");
+    assert!(f.host.reply(2).is_none(), "a failed fetch alone does not end the wait for keys that may come");
+    f.advance(499);
+    f.tick();
+    assert!(f.host.reply(2).is_none());
+    f.advance(1);
+    f.tick();
+    let reply = f.host.reply(2).expect("answered at the deadline");
+    assert_eq!((reply.status, reply.header("retry-after")), (503, Some("5")));
+    assert!(!f.host.resumed(2));
+    assert_eq!(f.host.counter("mcp_authz.denied.jwks_unavailable"), 1);
+}
+
+fn exchange_config() -> Value {
+    json!({
+        "providers": [inline_keys()],
+        "paths": [{"prefix": "/mcp"}],
+        "upstream_credentials": {"default": "sts", "targets": {"sts": {
+            "mode": "rfc8693", "cluster": "sts", "authority": "sts", "path": "/token", "audience": "api",
+            "timeout_ms": 1000}}}
+    })
+}
+
+const EXCHANGED: &str = r#"{"access_token":"upstream-token","token_type":"Bearer","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","expires_in":300}"#;
+
+#[test]
+fn a_follower_goes_on_with_its_leaders_exchanged_token() {
+    let mut f = Filter::new(exchange_config());
+    let alice = token("alice", "read");
+    assert_eq!(f.request(2, &headers_of(&get("/mcp", &alice)), true), Action::Pause, "leader calls out");
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one exchange callout");
+    assert_eq!((callout.cluster.as_str(), callout.context), ("sts", 2));
+    assert!(String::from_utf8_lossy(&callout.body).contains("subject_token="));
+
+    assert_eq!(f.request(3, &headers_of(&get("/mcp", &alice)), true), Action::Pause, "follower waits");
+    assert!(f.host.take_dispatched().is_empty(), "one callout per key");
+
+    f.answer(callout.token, 2, Some(200), &[("content-type", "application/json")], EXCHANGED.as_bytes());
+    for id in [2, 3] {
+        assert!(f.host.resumed(id), "{id} resumed");
+        assert_eq!(f.host.request_header(id, "authorization").as_deref(), Some("Bearer upstream-token"));
+    }
+    assert_eq!(f.host.counter("mcp_authz.exchange.ok"), 1);
+    // The next request for the same key is served from the cache, without a callout.
+    assert_eq!(f.request(4, &headers_of(&get("/mcp", &alice)), true), Action::Continue);
+    assert!(f.host.take_dispatched().is_empty());
+    assert_eq!(f.host.request_header(4, "authorization").as_deref(), Some("Bearer upstream-token"));
+}
+
+#[test]
+fn a_leader_gone_mid_callout_releases_its_followers_with_504() {
+    let mut f = Filter::new(exchange_config());
+    let alice = token("alice", "read");
+    f.request(2, &headers_of(&get("/mcp", &alice)), true);
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one exchange callout");
+    f.request(3, &headers_of(&get("/mcp", &alice)), true);
+    f.close(2); // the leader's client went away: its callout's answer will never be delivered
+    f.tick();
+    let reply = f.host.reply(3).expect("the follower is answered at the next drain, not at its deadline");
+    assert_eq!(reply.status, 504);
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(body["error"]["data"]["error"], "api_error");
+    assert_eq!(f.host.counter("mcp_authz.exchange.failed.api_error"), 1);
+    // An answer arriving after all is ignored (its stream is gone).
+    f.host.contexts.borrow_mut().insert(2, Context::default());
+    f.streams.insert(2, f.root.new_stream(2).unwrap());
+    f.answer(callout.token, 2, Some(200), &[], EXCHANGED.as_bytes());
+    assert!(!f.host.resumed(2) && !f.host.resumed(3));
+}
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_408() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()], "mcp": {"body_timeout_ms": 1000}}));
+    let mut headers = get("/mcp", &token("alice", "read"));
+    headers[0].1 = "POST".into();
+    headers.push(("content-type".into(), "application/json".into()));
+    assert_eq!(f.request(2, &headers_of(&headers), false), Action::Pause, "held for its body");
+    f.advance(999);
+    f.tick();
+    assert!(f.host.reply(2).is_none());
+    f.advance(1);
+    f.tick();
+    assert_eq!(f.host.reply(2).map(|r| r.status), Some(408));
+    assert_eq!(f.host.counter("mcp_authz.denied.body_timeout"), 1);
+    // A body that comes in time is decided instead.
+    f.request(3, &headers_of(&headers), false);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    assert_eq!(f.body(3, call.as_bytes()), Action::Continue);
+    f.advance(5_000);
+    f.tick();
+    assert!(f.host.reply(3).is_none(), "not answered 408 after it was decided");
+}
