@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-__all__ = ["SigningKey", "jwks_document", "make_key", "load_key", "mint", "claims", "raw_token", "OMIT", "ISSUER", "AUDIENCE"]
+__all__ = ["SigningKey", "jwks_document", "make_key", "load_key", "mint", "claims", "raw_token", "OMIT", "ISSUER",
+           "AUDIENCE"]
 
 ISSUER = "https://idp.test"
 AUDIENCE = "mcp-test"
