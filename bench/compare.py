@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "integration"), str(ROOT / "bench")]
+from harness.envoy import DEFAULT_WASM, Envoy
+from harness.keys import AUDIENCE, ISSUER, make_key, mint
+from harness.processes import cpu_seconds
+from harness.servers import JwksServer
 
-import configs  # noqa: E402
-import load  # noqa: E402
-from harness.envoy import Envoy  # noqa: E402
-from harness.keys import AUDIENCE, ISSUER, make_key, mint  # noqa: E402
-from harness.servers import JwksServer  # noqa: E402
-
-DEFAULT_WASM = ROOT / "build" / "mcp_authz.wasm"
+import configs
+import load
 
 
 def parse_variant(spec: str) -> tuple[str, str, Path]:
@@ -77,9 +73,9 @@ def main() -> None:
                 row = {}
                 for name in order:
                     envoy = envoys[name]
-                    before = load.cpu_seconds(envoy.pid)
+                    before = cpu_seconds(envoy.pid)
                     res = load.run_wrk(envoy.url + "/mcp", script, args.seconds, 16, "0")
-                    spent = load.cpu_seconds(envoy.pid) - before
+                    spent = cpu_seconds(envoy.pid) - before
                     if res.non_2xx or res.socket_errors or not res.requests:
                         raise SystemExit(f"{name}: {res.non_2xx} non-2xx, {res.socket_errors} socket errors")
                     row[name] = spent / res.requests * 1e6

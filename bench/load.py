@@ -1,11 +1,11 @@
-"""Load generators (wrk: closed loop, h2load: open loop at a fixed rate) and Envoy's process figures.
+"""bench's load: wrk (closed loop; harness/wrk.py runs it) with the benchmark's Lua scripts, and h2load
+(open loop at a fixed rate).
 
 Every subprocess has a timeout. Tokens reach wrk through a script file in the run's private work
 directory and h2load through `-H`; the commands recorded for the report show `$TOKEN` instead."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import statistics
@@ -13,31 +13,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.envoy import proc_status_kib  # bench/run.py puts integration/ on sys.path
+from harness import wrk
+from harness.processes import pinned
+from harness.wrk import lua_string
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ACCEPT = "application/json, text/event-stream"
-
-
-def pin(cpus: str | None) -> list[str]:
-    return ["taskset", "-c", cpus] if cpus else []
-
-
-def lua_string(s: str) -> str:
-    # A Lua long bracket cannot be closed by JSON or a JWT (neither contains "]==]").
-    return "[==[" + s + "]==]"
-
-
-# ---- Envoy's process ----------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5), counted after "(comm)"
-
-
-def rss_mib(pid: int) -> float:
-    return proc_status_kib(pid, "VmRSS") / 1024
 
 
 # ---- wrk (closed loop) --------------------------------------------------------------------------------
@@ -76,63 +56,10 @@ end
     return path
 
 
-@dataclass
-class WrkResult:
-    requests: int
-    seconds: float
-    rps: float
-    non_2xx: int
-    socket_errors: int
-    latency_ms: dict[str, float] = field(default_factory=dict)  # "50", "90", "99"
-    command: str = ""
-
-
-def _to_ms(value: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
-    if not m:
-        raise ValueError(f"unparseable wrk latency {value!r}")
-    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
-
-
-def parse_wrk(out: str) -> WrkResult:
-    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m or not rps:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    seconds = float(m.group(2)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(3)]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    lat = {p: _to_ms(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)}
-    return WrkResult(int(m.group(1)), seconds, float(rps.group(1)), int(non2xx.group(1)) if non2xx else 0,
-                     sum(int(x) for x in sock.groups()) if sock else 0, lat)
-
-
-def run_wrk(url: str, script: Path, seconds: float, connections: int, cpus: str | None, start: int = 0,
-            shown: str | None = None) -> WrkResult:
-    argv = pin(cpus) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url,
-                        "--", str(start)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    result = parse_wrk(proc.stdout)
-    result.command = shown or shlex.join(argv)
-    return result
-
-
-def start_wrk(url: str, script: Path, seconds: float, connections: int, cpus: str | None, out: Path) -> subprocess.Popen:
-    """wrk in the background (the forged-token flood); `finish_wrk` collects it."""
-    argv = pin(cpus) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script), url]
-    return subprocess.Popen(argv, stdout=open(out, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-
-def finish_wrk(proc: subprocess.Popen, out: Path, timeout: float) -> WrkResult:
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-        raise RuntimeError("wrk did not finish in time")
-    return parse_wrk(out.read_text())
+def run_wrk(url: str, script: Path, seconds: float, connections: int, cpus: str | None, start: int = 0) -> wrk.WrkResult:
+    """One closed-loop run: one wrk thread, `connections` connections, latency percentiles; `start` goes to
+    the script (where a token pool starts)."""
+    return wrk.run(wrk.argv(url, script, seconds, connections, latency=True, cpus=cpus, args=(start,)), seconds)
 
 
 # ---- h2load (open loop at a fixed rate, or a fixed count) ---------------------------------------------
@@ -171,7 +98,7 @@ def run_h2load(url: str, body_file: Path, token: str | None, cpus: str | None, c
                log_file: Path | None = None, timeout: float = 600) -> H2Result:
     """`rate` total requests/s spread over `clients` connections (h2load's --rps is per client) for
     `seconds`, or `count` requests as fast as they go (closed loop)."""
-    argv = pin(cpus) + ["h2load", "--h1", "-t1", f"-c{clients}", "-d", str(body_file),
+    argv = pinned(cpus) + ["h2load", "--h1", "-t1", f"-c{clients}", "-d", str(body_file),
                         "-H", "content-type: application/json", "-H", f"accept: {ACCEPT}"]
     if token:
         argv += ["-H", f"authorization: Bearer {token}"]

@@ -18,25 +18,23 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO / "integration")]
+from harness import machine, wrk
+from harness.envoy import REPO, Envoy, envoy_version, validate_config, wasm_path
+from harness.keys import make_key, mint, tamper_signature
+from harness.processes import cpu_seconds, rss_kib
+from harness.servers import JwksServer
+from stack.sts import TokenExchangeServer
 
-import configs  # noqa: E402
-import load  # noqa: E402
-import report  # noqa: E402
-from configs import ALLOWED_TOOL, CALL_PATH, LIST_PATH, WORKLOAD_SCOPE, call_body, list_body  # noqa: E402
-from harness.envoy import Envoy, envoy_binary, validate_config, wasm_path  # noqa: E402
-from harness.keys import make_key, mint, tamper_signature  # noqa: E402
-from harness.servers import JwksServer  # noqa: E402
-from probe import ProbeFailed, probe  # noqa: E402
-from stack.sts import TokenExchangeServer  # noqa: E402
+import configs
+import load
+import report
+from configs import ALLOWED_TOOL, CALL_PATH, LIST_PATH, WORKLOAD_SCOPE, call_body, list_body
+from probe import ProbeFailed, probe
 
 TOKEN_LIFETIME = 4 * 3600  # outlives the longest run; the filter and jwt_authn check exp as usual
 STS_TTL = 3600  # exchanged tokens stay cached for the whole run: callouts = distinct tokens used
@@ -207,16 +205,16 @@ class Bench:
         envoy = self.envoys[config]
         script = self._script(w)
         start = self.cursor.get((config, w.alg), 0) if w.fresh else 0
-        before, cpu0 = counters(envoy), load.cpu_seconds(envoy.pid)
+        before, cpu0 = counters(envoy), cpu_seconds(envoy.pid)
         res = load.run_wrk(f"{envoy.url}{w.path}", script, seconds or self.plan.seconds, self.plan.connections,
                            self.load_cpus, start=start)
-        cpu1, after = load.cpu_seconds(envoy.pid), counters(envoy)
+        cpu1, after = cpu_seconds(envoy.pid), counters(envoy)
         if w.fresh:
             self.cursor[(config, w.alg)] = (start + res.requests + self.plan.connections) % self.plan.pool
         cx = delta(before, after, "downstream_cx_total")
         rq = delta(before, after, "downstream_rq_total")
         s = Sample(w.name, config, rnd, res.rps, res.requests, res.non_2xx, res.socket_errors,
-                   (cpu1 - cpu0) / max(rq, 1) * 10_000, load.rss_mib(envoy.pid), cx, rq / max(cx, 1),
+                   (cpu1 - cpu0) / max(rq, 1) * 10_000, rss_kib(envoy.pid) / 1024, cx, rq / max(cx, 1),
                    delta(before, after, "jwt_cache_hit"), res.latency_ms,
                    res.command.replace(str(self.workdir) + "/", "$WORKDIR/").replace(str(envoy.listener_port), "$PORT"))
         return s
@@ -254,16 +252,16 @@ class Bench:
             for config in w.configs:
                 envoy = self.envoys[config]
                 logf = self.workdir / f"h2load-{config}-{rnd}.log"
-                before, cpu0 = counters(envoy), load.cpu_seconds(envoy.pid)
+                before, cpu0 = counters(envoy), cpu_seconds(envoy.pid)
                 res = load.run_h2load(f"{envoy.url}{w.path}", self.bodies[w.name], self.token[w.alg], self.load_cpus,
                                       self.plan.latency_clients, rate=rate, seconds=self.plan.latency_seconds,
                                       log_file=logf, timeout=self.plan.latency_seconds + 60)
-                cpu1, after = load.cpu_seconds(envoy.pid), counters(envoy)
+                cpu1, after = cpu_seconds(envoy.pid), counters(envoy)
                 rq = delta(before, after, "downstream_rq_total")
                 entry = {"config": config, "round": rnd, "rate": rate, "achieved": res.rps, "done": res.done,
                          "failed": res.failed, "non_2xx": res.done - res.status_2xx, "p50": res.pct(50),
                          "p90": res.pct(90), "p99": res.pct(99), "cpu_per_10k": (cpu1 - cpu0) / max(rq, 1) * 10_000,
-                         "rss_mib": load.rss_mib(envoy.pid), "connections": delta(before, after, "downstream_cx_total"),
+                         "rss_mib": rss_kib(envoy.pid) / 1024, "connections": delta(before, after, "downstream_cx_total"),
                          "command": res.command.replace(str(self.workdir) + "/", "$WORKDIR/")
                          .replace(str(envoy.listener_port), "$PORT")}
                 lat.append(entry)
@@ -286,18 +284,17 @@ class Bench:
                              * self.plan.latency_clients)
             for flooded in (False, True):
                 logf = self.workdir / f"h2load-flood-{config}-{flooded}.log"
-                wrk_out = self.workdir / f"wrk-flood-{config}.out"
-                before, cpu0, t0 = counters(envoy), load.cpu_seconds(envoy.pid), time.monotonic()
-                proc = None
+                before, cpu0, t0 = counters(envoy), cpu_seconds(envoy.pid), time.monotonic()
+                flood = None
                 if flooded:
-                    proc = load.start_wrk(f"{envoy.url}{CALL_PATH}", script, self.plan.flood_seconds + 2,
-                                          self.plan.flood_connections, self.load_cpus, wrk_out)
+                    flood = wrk.Wrk(wrk.argv(f"{envoy.url}{CALL_PATH}", script, self.plan.flood_seconds + 2,
+                                             self.plan.flood_connections, cpus=self.load_cpus))
                     time.sleep(1)  # the flood is under way before the measured window opens
                 res = load.run_h2load(f"{envoy.url}{CALL_PATH}", self.bodies[w.name], self.token[w.alg], self.load_cpus,
                                       self.plan.latency_clients, rate=valid_rate, seconds=self.plan.flood_seconds,
                                       log_file=logf, timeout=self.plan.flood_seconds + 60)
-                flood_res = load.finish_wrk(proc, wrk_out, self.plan.flood_seconds + 60) if proc else None
-                cpu1, elapsed = load.cpu_seconds(envoy.pid), time.monotonic() - t0
+                flood_res = wrk.parse(flood.finish(self.plan.flood_seconds + 60)) if flood else None
+                cpu1, elapsed = cpu_seconds(envoy.pid), time.monotonic() - t0
                 after = counters(envoy)
                 entry = {"config": config, "flooded": flooded, "valid_rate": valid_rate, "achieved": res.rps,
                          "succeeded": res.status_2xx, "done": res.done, "p50": res.pct(50), "p99": res.pct(99),
@@ -310,7 +307,6 @@ class Bench:
                 log(f"flood {config:7} flooded={flooded}: valid {res.rps:.0f}/{valid_rate} req/s p50 {entry['p50']:.2f} "
                     f"p99 {entry['p99']:.2f} ms; flood {entry['flood_rps']:.0f} req/s")
                 logf.unlink(missing_ok=True)
-                wrk_out.unlink(missing_ok=True)
         self.results["flood"] = out
 
     # ---- RSS over many requests ------------------------------------------------------------------------
@@ -319,11 +315,11 @@ class Bench:
         w = WORKLOADS[0]
         load.run_h2load(f"{envoy.url}{w.path}", self.bodies[w.name], self.token[w.alg], self.load_cpus,
                         self.plan.connections, count=20_000, timeout=300)
-        rss0 = load.rss_mib(envoy.pid)
+        rss0 = rss_kib(envoy.pid) / 1024
         t0 = time.monotonic()
         res = load.run_h2load(f"{envoy.url}{w.path}", self.bodies[w.name], self.token[w.alg], self.load_cpus,
                               self.plan.connections, count=self.plan.leak_requests, timeout=1800)
-        rss1 = load.rss_mib(envoy.pid)
+        rss1 = rss_kib(envoy.pid) / 1024
         self.results["leak"] = {"config": "filter", "requests": self.plan.leak_requests, "succeeded": res.status_2xx,
                                 "rss_before": rss0, "rss_after": rss1, "growth_pct": (rss1 - rss0) / rss0 * 100,
                                 "seconds": time.monotonic() - t0,
@@ -424,24 +420,14 @@ class Bench:
         self.exit.close()
 
 
-def machine(envoy_cpus, load_cpus) -> dict:
-    def out(argv: list[str]) -> str:
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-            return (p.stdout + p.stderr).strip()
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"unavailable ({e})"
-    lscpu = out(["lscpu"])
-    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
-    envoy_v = out([envoy_binary(), "--version"]).split("version:")[-1].strip()
+def machine_info(envoy_cpus, load_cpus) -> dict:
     return {
-        "cpu": model, "cores": os.cpu_count(), "kernel": out(["uname", "-r"]),
-        "virt": next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Hypervisor vendor")), ""),
-        "envoy": envoy_v, "rustc": out(["rustc", "--version"]), "wrk": out(["wrk", "-v"]).splitlines()[0],
-        "h2load": out(["h2load", "--version"]).splitlines()[0], "python": sys.version.split()[0],
+        "cpu": machine.cpu_model(), "cores": machine.cores(), "kernel": machine.kernel(),
+        "virt": machine.hypervisor(), "envoy": envoy_version(),
+        "rustc": machine.version_line(["rustc", "--version"]), "wrk": wrk.version(),
+        "h2load": machine.version_line(["h2load", "--version"]), "python": sys.version.split()[0],
         "load_avg_start": os.getloadavg(), "envoy_cpus": envoy_cpus, "load_cpus": load_cpus,
-        "commit": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])),
+        "commit": machine.git_commit(), "dirty": machine.git_changed(),
     }
 
 
@@ -463,7 +449,7 @@ def main() -> int:
     # SIGTERM stops every process this run started (Envoys have PDEATHSIG, servers are threads).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
-    info = machine(*cpus)
+    info = machine_info(*cpus)
     bench = Bench(plan, args.workdir.resolve(), cpus)
     atexit.register(bench.close)
     try:

@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
-import httpx  # noqa: E402
-import httpx2  # noqa: E402
-from mcp import Client  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-from mcp.shared.exceptions import MCPError  # noqa: E402
-
-from stack import config  # noqa: E402
-from stack.local import ALL_TOOLS, jsonrpc_messages  # noqa: E402
+from harness.jsonrpc import received_messages
+from stack import config
+from stack.local import ALL_TOOLS
 
 STEPS = ("list-tools", "allowed-call", "denied-call", "connector-exchange", "rfc8693-exchange")
 SESSION_TIMEOUT = 60.0
@@ -126,7 +125,7 @@ class Demo:
         if self.stack is not None:
             return self.stack.mcp.messages()
         if self.ep.mcp_server:
-            return jsonrpc_messages(httpx.get(f"{self.ep.mcp_server}/_received", timeout=10).json())
+            return received_messages(httpx.get(f"{self.ep.mcp_server}/_received", timeout=10).json())
         return None
 
     @staticmethod

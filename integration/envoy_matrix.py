@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stack import config
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 WHEELS = REPO / ".venv-envoy"
@@ -75,9 +77,6 @@ def run_smoke(version: str, binary: Path) -> tuple[bool, str]:
 
 def refuses_wasm(binary: Path) -> tuple[bool, str]:
     """Envoy without V8 exits at start-up on the stack's config, with the line that says why."""
-    sys.path.insert(0, str(REPO / "integration"))
-    from stack import config
-
     wasm = Path(os.environ.get("MCP_AUTHZ_WASM", REPO / "build" / "mcp_authz.wasm"))
     values = config.local_values(listener_port=10000, wasm=wasm, mcp_port=10001, idp_port=10002, sts_port=10003,
                                  connector_port=10004, issuer="http://127.0.0.1:10002")

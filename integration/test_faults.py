@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.envoy import Envoy, filter_config, proc_status_kib, remote_jwks
+from harness.envoy import Envoy, filter_config, remote_jwks
 from harness.keys import make_key, mint
 from harness.ports import free_port
+from harness.processes import proc_status_kib
 from harness.servers import EchoServer, JwksServer
 
 WAIT = 15.0  # bound for every wait on Envoy, a counter or a server

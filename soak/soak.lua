@@ -1,4 +1,4 @@
--- wrk script for `make soak` (soak/soak.py writes the data file and reads the result file).
+-- wrk script for `make soak` (soak/traffic.py writes the data file and reads the result file).
 --
 -- Each wrk thread has exactly one connection, so requests and responses alternate strictly and every
 -- response belongs to the request sent just before it: per-category status counts are exact. A thread
@@ -6,7 +6,7 @@
 -- and Envoy's request counters can be compared with what was sent.
 --
 -- wrk's main thread sleeps for the whole -d duration even when every thread has stopped, so each thread
--- leaves a marker file when it is done and soak.py then ends wrk with SIGINT (which wrk handles: it
+-- leaves a marker file when it is done and soak/traffic.py then ends wrk with SIGINT (which wrk handles: it
 -- joins the threads and calls done()).
 --
 -- init args: <data file> <total requests> <threads> <result file> <marker directory> <fresh offset>

@@ -40,9 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness import docker  # noqa: E402
+from harness import docker
 
 REPO = docker.REPO
 DOCKER_DIR = REPO / "integration" / "docker"
@@ -239,7 +237,9 @@ def stack_inputs(python_base: str) -> str:
     h = hashlib.sha256(python_base.encode())
     files = [REPO / "requirements.txt", REPO / ".dockerignore"]
     for path in sorted((REPO / "integration").rglob("*")):
-        if path.is_file() and not {"__pycache__", ".pytest_cache"} & set(path.parts):
+        # What .dockerignore keeps out of the build context (the egg-info: `make venv`'s editable install).
+        skipped = {"__pycache__", ".pytest_cache"} & set(path.parts) or any(p.endswith(".egg-info") for p in path.parts)
+        if path.is_file() and not skipped:
             files.append(path)
     for path in files:
         h.update(str(path.relative_to(REPO)).encode() + b"\0")

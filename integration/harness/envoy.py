@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .keys import ALGORITHMS, AUDIENCE, ISSUER
 from .ports import free_port
+from .processes import pinned
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WASM = REPO / "build" / "mcp_authz.wasm"
@@ -51,12 +52,11 @@ def envoy_binary() -> str:
     raise RuntimeError("no Envoy: run `make venv` (or set ENVOY_BIN)")
 
 
-def proc_status_kib(pid: int, field: str) -> int:
-    """A memory figure of a process from /proc/<pid>/status, in KiB: `VmRSS` (resident now), `VmHWM` (peak)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
+def envoy_version() -> str:
+    """The build Envoy reports, e.g. "9e55…/1.40.0/Clean/RELEASE/BoringSSL"."""
+    out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=60).stdout
+    m = re.search(r"version:\s*(\S+)", out)
+    return m.group(1) if m else out.strip()
 
 
 def wasm_path() -> Path:
@@ -291,8 +291,7 @@ class Envoy:
 
     def argv(self) -> list[str]:
         # taskset execs Envoy (and the venv's `envoy` script execs the binary), so the pid stays Envoy's.
-        pin = ["taskset", "-c", self.cpus] if self.cpus else []
-        return pin + [
+        return pinned(self.cpus) + [
             envoy_binary(),
             "-c", str(self.config_path),
             "--concurrency", str(self.concurrency),

@@ -1,4 +1,5 @@
-"""JSON-RPC messages out of an MCP Streamable HTTP answer, whichever way the server sent them."""
+"""JSON-RPC messages out of MCP Streamable HTTP traffic: an answer, whichever way the server sent it, or
+the requests the sample MCP server recorded (its `GET /_received`)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,16 @@ def messages(r: httpx.Response) -> list[dict]:
         return out
     doc = r.json()
     return doc if isinstance(doc, list) else [doc]
+
+
+def received_messages(received: list[dict]) -> list[dict]:
+    """Every JSON-RPC message in the MCP server's `GET /_received` list (batches flattened; unparseable
+    bodies skipped)."""
+    out: list[dict] = []
+    for r in received:
+        try:
+            doc = json.loads(r["body"]) if r["method"] == "POST" else None
+        except ValueError:
+            continue
+        out.extend(m for m in (doc if isinstance(doc, list) else [doc]) if isinstance(m, dict))
+    return out

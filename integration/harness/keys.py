@@ -1,4 +1,5 @@
-"""Signing keys (exported as JWKs) and token minting, including hand-crafted tokens for attacks."""
+"""Signing keys (exported as JWKs) and token minting, including hand-crafted tokens for attacks. The
+bundled stack's servers (stack/) sign with the same keys."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from stack.common import SigningKey, jwks_document, new_key
-
-__all__ = ["SigningKey", "jwks_document", "make_key", "mint", "claims", "raw_token", "OMIT", "ISSUER", "AUDIENCE"]
+__all__ = ["SigningKey", "jwks_document", "make_key", "load_key", "mint", "claims", "raw_token", "OMIT", "ISSUER",
+           "AUDIENCE"]
 
 ISSUER = "https://idp.test"
 AUDIENCE = "mcp-test"
@@ -33,8 +37,65 @@ def b64url_json(obj: Any) -> str:
     return b64url(json.dumps(obj, separators=(",", ":")).encode())
 
 
-# One implementation of test keys for the harness and the bundled stack's servers.
-make_key = new_key
+@dataclass
+class SigningKey:
+    kid: str
+    alg: str
+    private: Any
+    jwk: dict = field(default_factory=dict)
+
+    @property
+    def public(self):
+        return self.private.public_key()
+
+    def public_pem(self) -> bytes:
+        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+
+    def sign(self, claims: dict, headers: dict | None = None) -> str:
+        hdr = {"kid": self.kid, "typ": "at+jwt"}
+        hdr.update(headers or {})
+        return jwt.encode(claims, self.private, algorithm=self.alg, headers=hdr)
+
+
+def make_key(alg: str = "RS256", kid: str | None = None) -> SigningKey:
+    """A fresh key for `alg` (RSA 2048 for RS*/PS*, P-256, P-384, Ed25519) with its public JWK (kid, alg,
+    use=sig)."""
+    kid = kid or f"{alg.lower()}-{uuid.uuid4().hex[:12]}"
+    if alg.startswith(("RS", "PS")):
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif alg in ("ES256", "ES384"):
+        private = ec.generate_private_key(ec.SECP256R1() if alg == "ES256" else ec.SECP384R1())
+    elif alg == "EdDSA":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ValueError(f"unsupported signing algorithm {alg!r}")
+    return _signing_key(alg, kid, private)
+
+
+def load_key(alg: str, kid: str, private_pem: bytes) -> SigningKey:
+    """A key saved with `SigningKey.private_pem()` (the IdP's --keys-file), with its public JWK."""
+    return _signing_key(alg, kid, serialization.load_pem_private_key(private_pem, password=None))
+
+
+def _signing_key(alg: str, kid: str, private: Any) -> SigningKey:
+    if alg.startswith(("RS", "PS")):
+        public_jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    elif alg in ("ES256", "ES384"):
+        public_jwk = ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    elif alg == "EdDSA":
+        public_jwk = OKPAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    else:
+        raise ValueError(f"unsupported signing algorithm {alg!r}")
+    public_jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+    return SigningKey(kid=kid, alg=alg, private=private, jwk=public_jwk)
+
+
+def jwks_document(keys: list[SigningKey]) -> dict:
+    return {"keys": [k.jwk for k in keys]}
 
 
 def claims(**overrides: Any) -> dict:

@@ -1,55 +1,98 @@
-"""The sample MCP server (integration/stack/mcp_server.py, official Python SDK, stateful) as a subprocess
-on a free loopback port, for tests that need a real MCP upstream behind Envoy."""
+"""The sample MCP server (integration/stack/mcp_server.py, official Python SDK, stateful) as a child process
+on a free loopback port: the real MCP upstream behind Envoy for the tests and for the local stack."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 from .envoy import die_with_parent
+from .jsonrpc import received_messages
 from .ports import free_port
 
 SERVER = Path(__file__).parent.parent / "stack" / "mcp_server.py"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0
 
 
 class McpServer:
-    """The sample MCP server as a subprocess on a free loopback port."""
+    """stack/mcp_server.py as a child process on a free loopback port; the constructor returns once it
+    answers (or stops it and raises). SSE streams are resumable (event ids, replay after Last-Event-ID)
+    unless `resumable=False`, as a production server's are. Its output goes to `log_path` (default: a
+    temporary file, removed by `stop()`); the child dies with this process (PR_SET_PDEATHSIG)."""
 
-    def __init__(self, json_response: bool) -> None:
+    def __init__(self, json_response: bool = False, resumable: bool | None = None, backend_url: str | None = None,
+                 provider_api_url: str | None = None, log_path: Path | None = None,
+                 timeout: float = START_TIMEOUT) -> None:
         self.port = free_port()
         self.json_response = json_response
-        # SSE streams are resumable (event ids, replay after Last-Event-ID), as a production server's are.
-        mode = ["--json-response"] if json_response else ["--resumable"]
-        argv = [sys.executable, str(SERVER), "--port", str(self.port)] + mode
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     preexec_fn=die_with_parent)
-        deadline = time.monotonic() + START_TIMEOUT
+        argv = [sys.executable, str(SERVER), "--port", str(self.port)]
+        argv += ["--json-response"] if json_response else []
+        argv += ["--resumable"] if (not json_response if resumable is None else resumable) else []
+        argv += ["--backend-url", backend_url] if backend_url else []
+        argv += ["--provider-api-url", provider_api_url] if provider_api_url else []
+        self._own_log = log_path is None
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="mcp-server-", suffix=".log")
+            os.close(fd)
+            log_path = Path(name)
+        self.log_path = Path(log_path)
+        with open(self.log_path, "ab") as log:
+            self.proc: subprocess.Popen | None = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent)
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"MCP server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                returncode, log = self.proc.returncode, self.log_text()
+                self.stop()
+                raise RuntimeError(f"MCP server exited ({returncode}):\n{log[-3000:]}")
             try:
-                httpx.get(f"http://127.0.0.1:{self.port}/_received", timeout=1)
+                httpx.get(f"{self.url}/_received", timeout=1)
                 return
             except httpx.HTTPError:
                 time.sleep(0.1)
+        log = self.log_text()
         self.stop()
-        raise RuntimeError("MCP server did not start")
+        raise RuntimeError(f"MCP server not answering within {timeout}s:\n{log[-3000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def received(self) -> list[dict]:
-        return httpx.get(f"http://127.0.0.1:{self.port}/_received", timeout=5).json()
+        """Every HTTP request to /mcp as it arrived: method, headers, body (as text)."""
+        return httpx.get(f"{self.url}/_received", timeout=5).json()
+
+    def messages(self) -> list[dict]:
+        """Every JSON-RPC message that reached the server (batches flattened; unparseable bodies skipped)."""
+        return received_messages(self.received())
 
     def reset(self) -> None:
-        httpx.post(f"http://127.0.0.1:{self.port}/_reset", timeout=5)
+        httpx.post(f"{self.url}/_reset", timeout=5)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)

@@ -23,9 +23,9 @@ import logging
 import threading
 from typing import Any
 
-from .common import (
-    JsonServer, JwtVerifier, Request, Response, TokenError, TrustedIssuer, error, script_args, scopes_of, setup_logging,
-)
+from harness.scripted_http import Request, Response, error
+
+from .common import JsonServer, JwtVerifier, TokenError, TrustedIssuer, script_args, scopes_of, setup_logging
 
 log = logging.getLogger("stack.backend_api")
 

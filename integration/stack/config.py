@@ -4,7 +4,7 @@
 - compose (integration/docker-compose.yml): service names and the fixed ports below. The rendered file
   is checked in as integration/docker/envoy.yaml; regenerate it with
       cd integration && ../.venv/bin/python -m stack.config compose > docker/envoy.yaml
-  (test_stack_static.py fails when it differs from the template's rendering).
+  (test_compose.py fails when it differs from the template's rendering).
 """
 
 from __future__ import annotations

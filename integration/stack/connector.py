@@ -13,7 +13,7 @@
 
 Provider tokens are fixed per linked account (the backend stores them; seed 001 says "decrypted"). Temp
 tokens are valid until they expire (default 300 s) or are revoked. Tests script failures on requestAuth
-(see `common.Behaviour`) plus "401", "403", "expires_in_negative", "no_access_token".
+(see `harness.scripted_http.Behaviour`) plus "401", "403", "expires_in_negative", "no_access_token".
 Run: python -m stack.connector --port 9200 --link alice:reddit
 """
 
@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .common import JsonServer, Request, Response, error, script_args, setup_logging
+from harness.scripted_http import Request, Response, error
+
+from .common import JsonServer, script_args, setup_logging
 
 REQUEST_AUTH = "/api/connectors/requestAuth"
 DEFAULT_PROVIDERS = ("reddit", "github")

@@ -28,11 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from harness.keys import SigningKey, jwks_document, load_key, make_key
+from harness.scripted_http import Request, Response, error
 
-from .common import (
-    JsonServer, Request, Response, SigningKey, error, jwks_document, new_key, script_args, setup_logging, signing_key,
-)
+from .common import JsonServer, script_args, setup_logging
 
 DEFAULT_AUDIENCE = "mcp-demo"
 ALGORITHMS = ("RS256", "ES256")
@@ -55,7 +54,7 @@ class IdentityProvider(JsonServer):
         if self.keys_file and self.keys_file.exists():
             self.active, self.published = self._load_keys(self.keys_file)
         else:
-            self.active = {alg: new_key(alg) for alg in ALGORITHMS}
+            self.active = {alg: make_key(alg) for alg in ALGORITHMS}
             self.published = list(self.active.values())
             self._save_keys()
         self.routes.update({
@@ -110,7 +109,7 @@ class IdentityProvider(JsonServer):
         with self._keys_lock:
             for alg in algorithms:
                 old = self.active[alg]
-                self.active[alg] = new_key(alg)
+                self.active[alg] = make_key(alg)
                 if not keep_old:
                     self.published = [k for k in self.published if k.kid != old.kid]
                 self.published.append(self.active[alg])
@@ -121,8 +120,7 @@ class IdentityProvider(JsonServer):
     @staticmethod
     def _load_keys(path: Path) -> tuple[dict[str, SigningKey], list[SigningKey]]:
         doc = json.loads(path.read_text())
-        published = [signing_key(k["alg"], k["kid"], serialization.load_pem_private_key(k["pem"].encode(), None))
-                     for k in doc["keys"]]
+        published = [load_key(k["alg"], k["kid"], k["pem"].encode()) for k in doc["keys"]]
         by_kid = {k.kid: k for k in published}
         return {alg: by_kid[kid] for alg, kid in doc["active"].items()}, published
 

@@ -13,16 +13,10 @@ rendered with those addresses. `stop()` (or leaving the `with`) stops everything
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from harness.envoy import Envoy, EnvoyExited, die_with_parent, wasm_path
-from harness.ports import free_port
+from harness.envoy import Envoy, EnvoyExited, wasm_path
+from harness.mcp_upstream import McpServer
 
 from . import config
 from .backend_api import TasksApi
@@ -31,86 +25,8 @@ from .connector import ConnectorBackend
 from .idp import IdentityProvider
 from .sts import TokenExchangeServer
 
-MCP_SERVER = Path(__file__).with_name("mcp_server.py")
-START_TIMEOUT = 60.0
 # Every tool of the sample MCP server (what a caller would see without the filter).
 ALL_TOOLS = ("admin_reset", "createTask", "getTasks", "get_reddit_user", "whoami")
-
-
-def jsonrpc_messages(received: list[dict]) -> list[dict]:
-    """Every JSON-RPC message in the MCP server's `GET /_received` list (batches flattened; unparseable
-    bodies skipped)."""
-    out: list[dict] = []
-    for r in received:
-        try:
-            doc = json.loads(r["body"]) if r["method"] == "POST" else None
-        except ValueError:
-            continue
-        out.extend(m for m in (doc if isinstance(doc, list) else [doc]) if isinstance(m, dict))
-    return out
-
-
-class McpServerProcess:
-    """stack/mcp_server.py as a child process on a free loopback port; `start()` returns once it answers."""
-
-    def __init__(self, workdir: Path, backend_url: str | None = None, provider_api_url: str | None = None,
-                 json_response: bool = False) -> None:
-        self.port = free_port()
-        self.log_path = Path(workdir) / "mcp_server.log"
-        self.argv = [sys.executable, str(MCP_SERVER), "--port", str(self.port)]
-        if json_response:
-            self.argv.append("--json-response")
-        if backend_url:
-            self.argv += ["--backend-url", backend_url]
-        if provider_api_url:
-            self.argv += ["--provider-api-url", provider_api_url]
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = START_TIMEOUT) -> "McpServerProcess":
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, preexec_fn=die_with_parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"MCP server exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
-            try:
-                httpx.get(f"{self.url}/_received", timeout=1)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"MCP server not answering within {timeout}s:\n{self.log_text()[-3000:]}")
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def received(self) -> list[dict]:
-        return httpx.get(f"{self.url}/_received", timeout=5).json()
-
-    def messages(self) -> list[dict]:
-        return jsonrpc_messages(self.received())
-
-    def reset(self) -> None:
-        httpx.post(f"{self.url}/_reset", timeout=5)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class StackEnvoy(Envoy):
@@ -148,7 +64,7 @@ class LocalStack:
         self.sts: TokenExchangeServer | None = None
         self.connector: ConnectorBackend | None = None
         self.backend: TasksApi | None = None
-        self.mcp: McpServerProcess | None = None
+        self.mcp: McpServer | None = None
         self.envoy: StackEnvoy | None = None
         self.rendered: str | None = None
         self._exit = contextlib.ExitStack()
@@ -201,11 +117,10 @@ class LocalStack:
             TrustedIssuer(self.idp.issuer, jwks_url, [resource]),
             TrustedIssuer(self.sts.issuer, self.sts.jwks_url, ["tasks-api"]),
         ]))
-        self.mcp = McpServerProcess(self.workdir, backend_url=self.backend.url,
-                                    provider_api_url=f"{self.connector.url}/provider/reddit",
-                                    json_response=self.json_response)
+        self.mcp = McpServer(json_response=self.json_response, resumable=False, backend_url=self.backend.url,
+                             provider_api_url=f"{self.connector.url}/provider/reddit",
+                             log_path=self.workdir / "mcp_server.log")
         self._exit.callback(self.mcp.stop)
-        self.mcp.start()
         self.rendered = config.render(config.local_values(
             listener_port=self.envoy.listener_port, wasm=wasm, mcp_port=self.mcp.port, idp_port=self.idp.port,
             sts_port=self.sts.port, connector_port=self.connector.port, issuer=self.idp.issuer))

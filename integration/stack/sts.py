@@ -15,7 +15,7 @@
                 invalid_scope; 401 invalid_client.
   GET  /.well-known/jwks.json, /.well-known/openid-configuration
 
-Tests script failures on /token (see `common.Behaviour`) plus "expires_in_0", "expires_in_negative",
+Tests script failures on /token (see `harness.scripted_http.Behaviour`) plus "expires_in_0", "expires_in_negative",
 "no_access_token", "wrong_token_type", "invalid_grant", "invalid_target", "invalid_client".
 Run: python -m stack.sts --port 9100 --subject-issuer http://idp:9000 --subject-jwks-url http://idp:9000/.well-known/jwks.json
 """
@@ -31,10 +31,10 @@ import urllib.parse
 import uuid
 from typing import Any
 
-from .common import (
-    JsonServer, JwtVerifier, Request, Response, TokenError, TrustedIssuer, jwks_document, new_key, script_args,
-    scopes_of, setup_logging,
-)
+from harness.keys import jwks_document, make_key
+from harness.scripted_http import Request, Response
+
+from .common import JsonServer, JwtVerifier, TokenError, TrustedIssuer, script_args, scopes_of, setup_logging
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -65,7 +65,7 @@ class TokenExchangeServer(JsonServer):
         self.client_auth = client_auth
         self.targets = list(targets)
         self.token_ttl = token_ttl
-        self.key = new_key("ES256")
+        self.key = make_key("ES256")
         self.verifier = JwtVerifier([TrustedIssuer(subject_issuer, subject_jwks_url, subject_audiences)])
         self._issued_lock = threading.Lock()
         self.issued: list[dict] = []  # claims of every token issued, in order
