@@ -48,6 +48,7 @@ unit:
 
 # The glue in src/filter/ only compiles for wasm32 (it makes hostcalls): it is linted there too.
 lint:
+	$(ADD_WASM_TARGET)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target $(TARGET) --all-targets -- -D warnings

@@ -313,7 +313,7 @@ mod tests {
         let start = doc.find("## Complete example").and_then(|i| doc[i..].find("```json").map(|j| i + j + 7));
         let start = start.expect("a complete example");
         let end = start + doc[start..].find("```").expect("its end");
-        if let Err(e) = parse(doc[start..end].as_bytes()) {
+        if let Err(e) = parse(&doc.as_bytes()[start..end]) {
             panic!("docs/configuration.md's complete example is refused: {e}");
         }
     }
