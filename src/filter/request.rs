@@ -189,11 +189,12 @@ pub fn authenticate(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token
     match &verdict {
         Verdict::Verified { cached: true, .. } => worker.metrics.jwt_cache_hit.inc(),
         Verdict::Verified { cached: false, .. } | Verdict::Rejected(_) => worker.metrics.jwt_cache_miss.inc(),
+        Verdict::RejectedAgain(_) => worker.metrics.jwt_refused_cache_hit.inc(),
         _ => {}
     }
     let (provider, unknown_key) = match verdict {
         Verdict::Verified { principal, .. } => return authenticated(worker, state, principal, token, held),
-        Verdict::Rejected(why) => {
+        Verdict::Rejected(why) | Verdict::RejectedAgain(why) => {
             let denial = Denial::new(Reason::Token(why), http_reply::invalid_token(&config.challenge, why));
             deny(worker, state, &denial, Some(token));
             return Action::Pause;
