@@ -171,7 +171,7 @@ def _reply_mapper(status: int, conditions: list[dict], www_authenticate: str, me
     }
 
 
-def native(listener_port: int, jwks_port: int, cache: bool = True, **_: Any) -> dict:
+def native(listener_port: int, jwks_port: int, cache: bool = True, cache_size: int = 100, **_: Any) -> dict:
     provider: dict[str, Any] = {
         "issuer": ISSUER,
         "audiences": [AUDIENCE],
@@ -184,7 +184,7 @@ def native(listener_port: int, jwks_port: int, cache: bool = True, **_: Any) -> 
         "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
     }
     if cache:
-        provider["jwt_cache_config"] = {"jwt_cache_size": 100}
+        provider["jwt_cache_config"] = {"jwt_cache_size": cache_size}
     jwt_authn = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
         "@type": TYPE + "filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": {"idp": provider},
@@ -281,7 +281,7 @@ def builder(name: str, jwks_port: int, wasm: Path, sts_port: int | None = None, 
     if name == "passthrough":
         return lambda port: passthrough(port, jwks_port)
     if name == "native":
-        return lambda port: native(port, jwks_port, cache=True)
+        return lambda port: native(port, jwks_port, cache=True, cache_size=kw.get("token_cache") or 100)
     if name == "native_nc":
         return lambda port: native(port, jwks_port, cache=False)
     if name == "filter":

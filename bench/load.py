@@ -56,6 +56,77 @@ end
     return path
 
 
+def wrk_random_forged_script(path: Path, url_path: str, body: bytes, token: str) -> Path:
+    """A wrk Lua script posting `body` with `token` whose signature has 40 characters in its middle
+    replaced by random base64url characters on every request: each request carries a forged token never
+    seen before, so no cache (positive or negative) can answer it without a verification."""
+    header_payload, _, signature = token.rpartition(".")
+    cut = max(0, len(signature) // 2 - 20)
+    text = f"""
+local prefix = {lua_string(header_payload + "." + signature[:cut])}
+local suffix = {lua_string(signature[cut + 40:])}
+local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+local body = {lua_string(body.decode())}
+function init(args)
+  math.randomseed(os.time() + (tonumber(args[1]) or 0))
+end
+function request()
+  local middle = {{}}
+  for k = 1, 40 do
+    local n = math.random(1, 64)
+    middle[k] = alphabet:sub(n, n)
+  end
+  return wrk.format("POST", {lua_string(url_path)},
+    {{["Content-Type"] = "application/json", ["Accept"] = "{ACCEPT}",
+      ["Authorization"] = "Bearer " .. prefix .. table.concat(middle) .. suffix}}, body)
+end
+"""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def wrk_zipf_script(path: Path, url_path: str, body: bytes, tokens_file: Path, exponent: float) -> Path:
+    """A wrk Lua script posting `body` with one of the tokens of `tokens_file` per request, user k (1-based
+    rank) drawn with probability proportional to 1 / k^exponent (Zipf): a few users send most requests,
+    a long tail sends few. Requests are formatted in init(), where wrk has set the Host header."""
+    text = f"""
+local tokens = {{}}
+for line in io.lines({lua_string(str(tokens_file))}) do
+  if #line > 0 then tokens[#tokens + 1] = line end
+end
+local reqs, cdf = {{}}, {{}}
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)  -- each thread its own random sequence
+end
+function init(args)
+  math.randomseed(os.time() * 100 + (tonumber(args[1]) or 0) * 10 + (tid or 0))
+  local total = 0
+  for k = 1, #tokens do
+    total = total + 1 / (k ^ {exponent})
+    cdf[k] = total
+    reqs[k] = wrk.format("POST", {lua_string(url_path)},
+      {{["Content-Type"] = "application/json", ["Accept"] = "{ACCEPT}", ["Authorization"] = "Bearer " .. tokens[k]}},
+      {lua_string(body.decode())})
+  end
+  for k = 1, #cdf do cdf[k] = cdf[k] / total end
+end
+function request()
+  local u, lo, hi = math.random(), 1, #cdf
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return reqs[lo]
+end
+"""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def run_wrk(url: str, script: Path, seconds: float, connections: int, cpus: str | None, start: int = 0) -> wrk.WrkResult:
     """One closed-loop run: one wrk thread, `connections` connections, latency percentiles; `start` goes to
     the script (where a token pool starts)."""

@@ -92,6 +92,25 @@ def flood_bound(fig: Figures, plan: dict, base: dict, hit: dict) -> dict:
             "p50_ok": hit["p50"] <= base["p50"] + extra, "p99_ok": hit["p99"] <= base["p99"] + extra}
 
 
+def _flood_kind(entry: dict) -> str:
+    """`none`, `random` or `repeated` (results from before the repeated kind only say `flooded`)."""
+    return entry.get("flood") or ("random" if entry["flooded"] else "none")
+
+
+def _many_users_summary(mu: dict) -> dict:
+    """Per config: median hit rate, throughput and CPU over the rounds; ratios filter / native."""
+    out = {}
+    for c in ("filter", "native"):
+        rounds = [e for e in mu["rounds"] if e["config"] == c]
+        out[c] = {k: _med([e[k] for e in rounds]) for k in ("hit_rate", "rps", "cpu_per_10k")}
+        out[c]["kib_per_token"] = mu.get(f"{c}_kib_per_token", float("nan"))
+    pairs = [(f, n) for f in mu["rounds"] for n in mu["rounds"]
+             if f["config"] == "filter" and n["config"] == "native" and f["round"] == n["round"]]
+    out["ratios"] = [f["rps"] / n["rps"] for f, n in pairs if n["rps"]]
+    out["cpu_ratio"] = out["native"]["cpu_per_10k"] / out["filter"]["cpu_per_10k"] if out["filter"]["cpu_per_10k"] else float("nan")
+    return out
+
+
 def render(res: dict, workloads) -> str:
     m = res["machine"]
     plan = res["plan"]
@@ -153,9 +172,9 @@ def render(res: dict, workloads) -> str:
            f"{_fmt(fig.cpu_ratio('call_es256_fresh', 'filter', 'native_nc'), 2)}×, EdDSA "
            f"{_fmt(fig.cpu_ratio('call_eddsa_fresh', 'filter', 'native_nc'), 2)}×",
            None, "see [verification cost](#signature-verification-cost)")
-    fl = {(e["config"], e["flooded"]): e for e in res.get("flood", [])}
-    if ("filter", True) in fl:
-        base, hit = fl[("filter", False)], fl[("filter", True)]
+    fl = {(e["config"], _flood_kind(e)): e for e in res.get("flood", [])}
+    if ("filter", "random") in fl:
+        base, hit = fl[("filter", "none")], fl[("filter", "random")]
         fb = flood_bound(fig, plan, base, hit)
         verdict = ("met" if fb["p99_ok"] else "met at p50, **not met** at p99") if fb["holds"] and fb["p50_ok"] \
             else "**not met**"
@@ -164,6 +183,24 @@ def render(res: dict, workloads) -> str:
             f"{_fmt(base['p50'], 2)} → {_fmt(hit['p50'], 2)} ms (bound {_fmt(fb['p50'], 2)}), p99 "
             f"{_fmt(base['p99'], 2)} → {_fmt(hit['p99'], 2)} ms (bound {_fmt(fb['p99'], 2)}) | {verdict}; see "
             "[forged-token flood](#forged-token-flood) |")
+    if ("filter", "repeated") in fl:
+        base, rep, hit = fl[("filter", "none")], fl[("filter", "repeated")], fl[("filter", "random")]
+        once = rep.get("verifications", 0) <= 1
+        add(f"| The same forged token sent again costs no second verification | {rep.get('verifications', 0)} "
+            f"verification(s) and {_fmt(rep.get('refused_cache_hits', 0))} refused-cache hits for "
+            f"{_fmt(rep['flood_requests'])} repeated forged requests; Envoy CPU per forged request "
+            f"{_fmt(flood_bound(fig, plan, base, rep)['v_forged'], 3)} ms repeated vs "
+            f"{_fmt(flood_bound(fig, plan, base, hit)['v_forged'], 3)} ms random | "
+            f"{'met' if once else '**not met**'}; see [forged-token flood](#forged-token-flood) |")
+    mu = res.get("many_users")
+    if mu:
+        su = _many_users_summary(mu)
+        target(f"Many users: {mu['users']:,} tokens drawn Zipf (s = {mu['exponent']}), `--concurrency 2`, caches sized "
+               "for every user: hit rate and throughput against native",
+               f"hit rate {_fmt(su['filter']['hit_rate'], 3)} vs native {_fmt(su['native']['hit_rate'], 3)}; "
+               f"throughput {_fmt(_med(su['ratios']), 2)}× ({_spread(su['ratios'], 2)}); per Envoy CPU-second {_fmt(su['cpu_ratio'], 2)}×; "
+               f"{_fmt(su['filter']['kib_per_token'], 2)} KiB per cached token (native "
+               f"{_fmt(su['native']['kib_per_token'], 2)})", None, "see [many users](#many-users)")
     j = res.get("jwks", {}).get("filter")
     if j:
         per = j["fetches_in_window"] / max(j["refreshes"], 1e-9)
@@ -296,7 +333,7 @@ def render(res: dict, workloads) -> str:
         add("")
         add(f"Valid tools/call traffic (one cached RS256 token) at a fixed rate from h2load (10 connections) while a "
             f"second generator (`wrk -c{plan['flood_connections']}`) sends tokens with a valid `kid` and a bad RS256 "
-            f"signature (500 distinct, so nothing can be cached) as fast as the worker answers them, on the same single "
+            f"signature as fast as the worker answers them, on the same single "
             f"worker, for {plan['flood_seconds']:g} s. Valid traffic is offered at a fifth of the config's fresh-token "
             "throughput. Each forged token costs one verification that blocks the worker. Its Envoy CPU cost is "
             "measured in the flood itself (Envoy CPU beyond the no-flood run's rate, per forged request) and agrees "
@@ -305,15 +342,18 @@ def render(res: dict, workloads) -> str:
             f"With {plan['flood_connections']} flood connections a valid request queues behind at most "
             f"{plan['flood_connections']} of them, so the bounds are the no-flood p50/p99 + "
             f"{plan['flood_connections']} × that time. The target is met when valid throughput holds (≥ 95 % of "
-            "offered) and p50 and p99 stay within the bounds.")
+            "offered) and p50 and p99 stay within the bounds. Two kinds of flood: `random` changes 40 characters "
+            "in the middle of the signature on every request (a Lua script in wrk), so every forged token is new "
+            "and costs a verification; `repeated` sends one forged token again and again, which this filter's "
+            "refused-token cache answers after the first verification (native `jwt_authn` verifies each).")
         add("")
-        add("| config | flood | valid offered req/s | valid achieved req/s | valid p50 ms | valid p99 ms | forged req/s "
+        add("| config | flood | verifications / refused-cache hits | valid offered req/s | valid achieved req/s | valid p50 ms | valid p99 ms | forged req/s "
             "answered (401) | Envoy CPU ms per forged request | same, fresh − cached | Envoy core share | "
             "worker ms per forged request | p50 / p99 bound ms |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for e in res["flood"]:
             c = e["config"]
-            base = fl.get((c, False))
+            base = fl.get((c, "none"))
             if e["flooded"] and base:
                 fb = flood_bound(fig, plan, base, e)
                 extra = (f"{_fmt(fb['v_forged'], 3)} | {_fmt(fb['v_fresh'], 3)} | {fb['share'] * 100:.0f} % | "
@@ -321,12 +361,51 @@ def render(res: dict, workloads) -> str:
             else:
                 share = e["cpu_seconds"] / e.get("elapsed", plan["flood_seconds"])
                 extra = f"– | – | {share * 100:.0f} % | – | –"
-            add(f"| {SHORT[c]} | {'yes' if e['flooded'] else 'no'} | {e['valid_rate']} | {_fmt(e['achieved'])} | "
+            counts = (f"{_fmt(e.get('verifications', 0))} / {_fmt(e.get('refused_cache_hits', 0))}"
+                      if c == "filter" and e["flooded"] else "–")
+            add(f"| {SHORT[c]} | {_flood_kind(e)} | {counts} | {e['valid_rate']} | {_fmt(e['achieved'])} | "
                 f"{_fmt(e['p50'], 2)} | {_fmt(e['p99'], 2)} | {_fmt(e['flood_rps']) if e['flooded'] else '–'} | {extra} |")
         add("")
         add("p99 also carries what the model leaves out: the scheduler's time slices when other processes share "
             "Envoy's core, and the flood generator sharing the load generators' core with h2load.")
         add("")
+
+    # ---- many users ---------------------------------------------------------------------------------------
+    if mu:
+        su = _many_users_summary(mu)
+        add(f"## Many users{tag}")
+        add("")
+        add(f"{mu['users']:,} distinct valid RS256 tokens; each request's token drawn with a Zipf distribution "
+            f"(probability of user k ∝ 1/k^{mu['exponent']}, a Lua script in wrk with {mu['connections']} connections "
+            "and 2 threads), Envoy with `--concurrency 2` and not pinned, so both workers verify and cache on their "
+            "own. The filter's `token_cache.max_entries` and native `jwt_cache_size` are both the number of users. "
+            "The two configs alternate round by round on the same Envoy processes, so later rounds run with warmer "
+            "caches. Memory per cached token: Envoy's RSS growth over the run divided by the verifications made "
+            "(each made one cache entry).")
+        add("")
+        add("| round | config | req/s | hit rate | Envoy CPU s / 10k req | RSS MiB | non-2xx |")
+        add("|---:|---|---:|---:|---:|---:|---:|")
+        for e in mu["rounds"]:
+            add(f"| {e['round'] + 1} | {SHORT[e['config']]} | {_fmt(e['rps'])} | {_fmt(e['hit_rate'], 3)} | "
+                f"{_fmt(e['cpu_per_10k'], 2)} | {_fmt(e['rss_kib'] / 1024)} | {e['non_2xx']} |")
+        add("")
+        add(f"Medians: hit rate {_fmt(su['filter']['hit_rate'], 3)} (filter) vs {_fmt(su['native']['hit_rate'], 3)} "
+            f"(native); throughput ratio {_fmt(_med(su['ratios']), 2)}× (rounds {_spread(su['ratios'], 2)}); requests per Envoy CPU-second "
+            f"{_fmt(su['cpu_ratio'], 2)}×; {_fmt(su['filter']['kib_per_token'], 2)} KiB per cached token "
+            f"(native {_fmt(su['native']['kib_per_token'], 2)} KiB).")
+        add("")
+        sc = mu.get("shared_cache")
+        if sc:
+            v_ms, _ = _verify_cost_ms(fig, "filter")
+            saved_share = sc["saved"] / max(sc["requests"], 1)
+            add(f"**A verified-token cache shared by the workers** would have saved {sc['saved']:,} of "
+                f"{sc['verifications_per_worker_caches']:,} verifications over these {sc['requests']:,} requests "
+                f"(simulated with the same Zipf draws, each request to a random worker): "
+                f"{saved_share * 100:.1f} % of requests, about {_fmt(saved_share * v_ms * 1000, 1)} µs of Envoy CPU "
+                f"per request at {_fmt(v_ms, 3)} ms per verification, against a shared-data read and write "
+                "(a copy of the principal across the VM boundary) on every miss. Not built: see "
+                "[performance notes](performance-notes.md#many-users-and-a-shared-token-cache).")
+            add("")
 
     # ---- callouts -----------------------------------------------------------------------------------------
     add(f"## Callouts{tag}")
@@ -475,6 +554,9 @@ LIMITS = [
     "**The forged-token flood** uses a closed-loop flood on 4 connections: the flood rate is whatever the worker "
     "answers, and valid requests compete with at most 4 in-flight verifications. A flood over more connections "
     "raises the wait per valid request proportionally; nothing in the filter rate-limits failed verifications.",
+    "**Many users** runs both workers unpinned beside wrk's two threads on 2 cores, so throughput is shared "
+    "with the load generator and moves with it; hit rates and memory per token are the steadier figures. Each "
+    "worker has its own cache, so a token used on both workers is verified twice.",
     "**JWKS fetch counts** are read from the JWKS server over a window of a few refresh intervals; a fetch in "
     "flight at either end of the window can shift the count by one.",
     "**Exchange callouts** are counted by the token server; requests on other workers than the leader's pick the "

@@ -16,6 +16,7 @@ import datetime
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import sys
@@ -52,6 +53,9 @@ class Plan:
     pool: int                 # distinct pre-minted tokens per algorithm for the fresh-token workloads
     jwks_window: float        # seconds of traffic while counting JWKS fetches
     jwks_refresh: int
+    users: int = 50_000       # distinct valid tokens of the many-users workload
+    users_rounds: int = 3
+    users_seconds: float = 10
     connections: int = 16     # wrk, closed loop
     latency_clients: int = 10  # h2load, open loop
     flood_connections: int = 4
@@ -60,7 +64,8 @@ class Plan:
     def make(quick: bool) -> "Plan":
         if quick:
             return Plan("quick", rounds=2, seconds=2, latency_rounds=1, latency_seconds=3, flood_seconds=3,
-                        leak_requests=50_000, pool=1500, jwks_window=6, jwks_refresh=2)
+                        leak_requests=50_000, pool=1500, jwks_window=6, jwks_refresh=2, users=5_000, users_rounds=2,
+                        users_seconds=5)
         # Five shorter rounds rather than three longer ones: on a shared VM one disturbed round moves a
         # median of three; the time per config and workload stays ~25 s.
         return Plan("full", rounds=5, seconds=5, latency_rounds=3, latency_seconds=8, flood_seconds=10,
@@ -95,7 +100,7 @@ WORKLOADS = [
              "EdDSA", True, ["native_nc", "filter"]),
 ]
 
-COUNTERS = (r"^http\.ingress\.downstream_(cx|rq)_total$|jwt_cache_(hit|miss)$|jwt_authn\.jwks_fetch_success$"
+COUNTERS = (r"^http\.ingress\.downstream_(cx|rq)_total$|jwt_(cache_(hit|miss)|refused_cache_hit)$|jwt_authn\.jwks_fetch_success$"
             r"|mcp_authz\.(jwks_fetch_success|exchange\.ok|allowed|denied)$")
 
 
@@ -165,9 +170,6 @@ class Bench:
             path.write_text("\n".join(mint(key, scope=WORKLOAD_SCOPE, exp=exp) for _ in range(self.plan.pool)) + "\n")
             self.pool_files[alg] = path
         self.forged = tamper_signature(mint(self.keys["RS256"], scope=WORKLOAD_SCOPE, exp=exp))
-        self.forged_file = self.secrets / "forged.txt"
-        self.forged_file.write_text("\n".join(tamper_signature(mint(self.keys["RS256"], scope=WORKLOAD_SCOPE, exp=exp))
-                                              for _ in range(500)) + "\n")
         self.bodies = {}
         for w in WORKLOADS:
             p = self.workdir / f"body-{w.name}.json"
@@ -272,22 +274,29 @@ class Bench:
 
     # ---- forged-token flood --------------------------------------------------------------------------------
     def flood(self) -> None:
+        """Valid traffic at a fixed rate, alone and beside a flood of forged tokens of two kinds: `random`
+        (every request a forged token never seen before: one verification each) and `repeated` (the same
+        forged token again and again: the filter's refused-token cache answers all but the first)."""
         w = WORKLOADS[0]
         out = []
-        script = load.wrk_script(self.secrets / "wrk-forged.lua", CALL_PATH, call_body(ALLOWED_TOOL),
-                                 tokens_file=self.forged_file)
+        scripts = {
+            "random": load.wrk_random_forged_script(self.secrets / "wrk-forged-random.lua", CALL_PATH,
+                                                    call_body(ALLOWED_TOOL), self.forged),
+            "repeated": load.wrk_script(self.secrets / "wrk-forged-repeated.lua", CALL_PATH, call_body(ALLOWED_TOOL),
+                                        token=self.forged),
+        }
         for config in ("filter", "native"):
             envoy = self.envoys[config]
             fresh = load.median([s.rps for s in self.samples if s.workload == "call_rs256_fresh" and s.config == config])
             cached = load.median([s.rps for s in self.samples if s.workload == "call_rs256" and s.config == config])
             valid_rate = max(self.plan.latency_clients, int(min(cached, fresh) * 0.2) // self.plan.latency_clients
                              * self.plan.latency_clients)
-            for flooded in (False, True):
-                logf = self.workdir / f"h2load-flood-{config}-{flooded}.log"
+            for kind in ("none", "random", "repeated"):
+                logf = self.workdir / f"h2load-flood-{config}-{kind}.log"
                 before, cpu0, t0 = counters(envoy), cpu_seconds(envoy.pid), time.monotonic()
                 flood = None
-                if flooded:
-                    flood = wrk.Wrk(wrk.argv(f"{envoy.url}{CALL_PATH}", script, self.plan.flood_seconds + 2,
+                if kind != "none":
+                    flood = wrk.Wrk(wrk.argv(f"{envoy.url}{CALL_PATH}", scripts[kind], self.plan.flood_seconds + 2,
                                              self.plan.flood_connections, cpus=self.load_cpus))
                     time.sleep(1)  # the flood is under way before the measured window opens
                 res = load.run_h2load(f"{envoy.url}{CALL_PATH}", self.bodies[w.name], self.token[w.alg], self.load_cpus,
@@ -296,18 +305,91 @@ class Bench:
                 flood_res = wrk.parse(flood.finish(self.plan.flood_seconds + 60)) if flood else None
                 cpu1, elapsed = cpu_seconds(envoy.pid), time.monotonic() - t0
                 after = counters(envoy)
-                entry = {"config": config, "flooded": flooded, "valid_rate": valid_rate, "achieved": res.rps,
-                         "succeeded": res.status_2xx, "done": res.done, "p50": res.pct(50), "p99": res.pct(99),
+                entry = {"config": config, "flood": kind, "flooded": kind != "none", "valid_rate": valid_rate,
+                         "achieved": res.rps, "succeeded": res.status_2xx, "done": res.done, "p50": res.pct(50),
+                         "p99": res.pct(99),
                          "flood_rps": flood_res.rps if flood_res else 0.0,
                          "flood_non_2xx": flood_res.non_2xx if flood_res else 0,
                          "flood_requests": flood_res.requests if flood_res else 0,
                          "denied": delta(before, after, "mcp_authz.denied"),
+                         "verifications": delta(before, after, "mcp_authz.jwt_cache_miss"),
+                         "refused_cache_hits": delta(before, after, "jwt_refused_cache_hit"),
                          "cpu_seconds": cpu1 - cpu0, "elapsed": elapsed, "fresh_rps": fresh, "cached_rps": cached}
                 out.append(entry)
-                log(f"flood {config:7} flooded={flooded}: valid {res.rps:.0f}/{valid_rate} req/s p50 {entry['p50']:.2f} "
-                    f"p99 {entry['p99']:.2f} ms; flood {entry['flood_rps']:.0f} req/s")
+                log(f"flood {config:7} {kind:8}: valid {res.rps:.0f}/{valid_rate} req/s p50 {entry['p50']:.2f} "
+                    f"p99 {entry['p99']:.2f} ms; flood {entry['flood_rps']:.0f} req/s, "
+                    f"{entry['verifications']} verifications, {entry['refused_cache_hits']} refused-cache hits")
                 logf.unlink(missing_ok=True)
         self.results["flood"] = out
+
+    # ---- many users ----------------------------------------------------------------------------------------
+    ZIPF_EXPONENT = 1.1
+
+    def many_users(self) -> None:
+        """`plan.users` distinct valid RS256 tokens drawn with a Zipf distribution, both workers busy
+        (`--concurrency 2`, not pinned), each config's token cache sized for every user: cache hit rate,
+        throughput, CPU, and memory per cached token, the two configs alternating round by round."""
+        users = self.plan.users
+        log(f"many users: minting {users} RS256 tokens")
+        exp = int(time.time()) + TOKEN_LIFETIME
+        tokens_file = self.secrets / "users.txt"
+        with tokens_file.open("w") as f:
+            for i in range(users):
+                f.write(mint(self.keys["RS256"], scope=WORKLOAD_SCOPE, exp=exp, sub=f"user-{i}") + "\n")
+        script = load.wrk_zipf_script(self.secrets / "wrk-zipf.lua", CALL_PATH, call_body(ALLOWED_TOOL), tokens_file,
+                                      self.ZIPF_EXPONENT)
+        connections = 32
+        envoys = {}
+        for config in ("filter", "native"):
+            envoy = Envoy(self.workdir / "envoy", 0, 0, name=f"{config}-users", concurrency=2,
+                          bootstrap_fn=configs.builder(config, self.jwks.port, self.wasm, token_cache=users))
+            self.exit.callback(envoy.stop)
+            start_validated(envoy)
+            envoys[config] = envoy
+        out = {"users": users, "exponent": self.ZIPF_EXPONENT, "workers": 2, "connections": connections, "rounds": []}
+        rss0 = {c: rss_kib(e.pid) for c, e in envoys.items()}
+        for rnd in range(self.plan.users_rounds):
+            for config, envoy in envoys.items():
+                before, cpu0 = counters(envoy), cpu_seconds(envoy.pid)
+                res = wrk.run(wrk.argv(f"{envoy.url}{CALL_PATH}", script, self.plan.users_seconds, connections,
+                                       threads=2, args=(rnd,)), self.plan.users_seconds)
+                cpu1, after = cpu_seconds(envoy.pid), counters(envoy)
+                hits, misses = delta(before, after, "jwt_cache_hit"), delta(before, after, "jwt_cache_miss")
+                entry = {"config": config, "round": rnd, "rps": res.rps, "requests": res.requests,
+                         "non_2xx": res.non_2xx, "hits": hits, "misses": misses,
+                         "hit_rate": hits / max(hits + misses, 1),
+                         "cpu_per_10k": (cpu1 - cpu0) / max(res.requests, 1) * 10_000,
+                         "rss_kib": rss_kib(envoy.pid), "verifications_total": delta({}, after, "jwt_cache_miss")}
+                out["rounds"].append(entry)
+                log(f"many users round {rnd + 1} {config:7}: {res.rps:8.0f} req/s, hit rate {entry['hit_rate']:.3f}, "
+                    f"cpu {entry['cpu_per_10k']:.2f}s/10k, rss {entry['rss_kib'] / 1024:.0f} MiB, non-2xx {res.non_2xx}")
+        out["shared_cache"] = self.shared_cache_estimate(
+            users, sum(e["requests"] for e in out["rounds"] if e["config"] == "filter"))
+        for config, envoy in envoys.items():
+            last = [e for e in out["rounds"] if e["config"] == config][-1]
+            # Every verification made an entry (the caches hold every user): memory per cached token.
+            out[f"{config}_kib_per_token"] = (last["rss_kib"] - rss0[config]) / max(last["verifications_total"], 1)
+            envoy.stop()
+        tokens_file.unlink()
+        self.results["many_users"] = out
+
+    def shared_cache_estimate(self, users: int, requests: int, workers: int = 2) -> dict:
+        """What a verified-token cache shared by the workers would have saved on this workload: the same
+        Zipf draws, each request to a random worker, counting first sightings per worker (what per-worker
+        caches verify) against first sightings overall (what a shared cache would verify)."""
+        rng = random.Random(1)
+        cum, total = [], 0.0
+        for k in range(1, users + 1):
+            total += 1 / k ** self.ZIPF_EXPONENT
+            cum.append(total)
+        draws = rng.choices(range(users), cum_weights=cum, k=requests)
+        per_worker = [set() for _ in range(workers)]
+        for user in draws:
+            per_worker[rng.randrange(workers)].add(user)
+        separate = sum(len(seen) for seen in per_worker)
+        shared = len(set(draws))
+        return {"requests": requests, "verifications_per_worker_caches": separate,
+                "verifications_shared_cache": shared, "saved": separate - shared}
 
     # ---- RSS over many requests ------------------------------------------------------------------------
     def leak_check(self) -> None:
@@ -409,6 +491,7 @@ class Bench:
         self.throughput_rounds()
         self.latency_rounds()
         self.flood()
+        self.many_users()
         exchange_tokens = 3 + 1  # probe tokens (3 algorithms) + the workload's RS256 token
         self.results["exchange_main"] = {"callouts": self.sts.hits_for("/token"), "distinct_tokens": exchange_tokens}
         self.leak_check()

@@ -190,3 +190,37 @@ def test_refresh_with_unchanged_keys_keeps_verified_tokens_cached(stack_factory,
     assert stack.get("/mcp", token=token)[0].status_code == 200
     assert stack.envoy.metric("mcp_authz.jwt_cache_miss") == misses, "the refresh flushed the token cache"
     assert stack.envoy.metric("mcp_authz.jwt_cache_hit") == hits + 1
+
+
+def test_forged_token_sent_again_is_refused_from_the_refused_cache_until_the_keys_change(stack_factory):
+    """A token whose signature does not verify is remembered (by its hash): sending it again costs no
+    second verification. When the key set changes, it is verified again, and passes if a key now fits."""
+    published = make_key("ES256", kid="k1")
+    impostor = make_key("ES256", kid="k1")  # same kid, another private key
+
+    def configure(cfg):
+        remote_jwks(cfg)["min_refresh_interval_seconds"] = 1
+
+    def prepare(jwks):
+        jwks.max_age = 1
+
+    stack = stack_factory([published], configure=configure, prepare_jwks=prepare)
+    forged = mint(impostor, sub="impostor")
+    for attempt in range(3):
+        resp, tid = stack.get("/mcp", token=forged)
+        assert resp.status_code == 401, resp.text
+        assert resp.json()["error"] == "invalid_token"
+        assert stack.upstream_saw(tid) == []
+    assert stack.envoy.metric("mcp_authz.jwt_cache_miss") == 1, "verified once"
+    assert stack.envoy.metric("mcp_authz.jwt_refused_cache_hit") == 2
+    assert stack.envoy.metric("mcp_authz.denied") == 3
+
+    # The IdP now publishes the impostor's key under that kid: after the refresh the same token is
+    # verified again (not refused from memory) and passes.
+    stack.jwks.set_keys([impostor])
+    seen = stack.jwks.hits
+    assert stack.jwks.wait_for_hits(seen + 2, 10), "the key set was not refreshed"
+    resp, tid = stack.get("/mcp", token=forged)
+    assert resp.status_code == 200, resp.text
+    assert stack.upstream_saw(tid)[0]["headers"]["x-user-sub"] == "impostor"
+    assert stack.envoy.metric("mcp_authz.jwt_refused_cache_hit") == 2

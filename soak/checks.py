@@ -100,11 +100,14 @@ def check_pass(checks: Checks, label: str, p: Pass, before: Snapshot, after: Sna
     check_family(checks, label, "denied.", reasons, before, after)
     check_family(checks, label, "mcp.", mcp, before, after)
     with_token = sum(by[c.name] for c in CATEGORIES if c.has_token)
-    checks.equal(f"{label}: jwt_cache_hit + jwt_cache_miss = requests with a token",
-                 fdelta("jwt_cache_hit") + fdelta("jwt_cache_miss"), with_token)
+    # A token refused before for a lasting reason is refused again from the refused-token cache.
+    refused_again = fdelta("jwt_refused_cache_hit")
+    checks.equal(f"{label}: jwt_cache_hit + jwt_cache_miss + jwt_refused_cache_hit = requests with a token",
+                 fdelta("jwt_cache_hit") + fdelta("jwt_cache_miss") + refused_again, with_token)
     invalid = sum(by[c.name] for c in CATEGORIES if c.never_cached)
-    checks.check(f"{label}: jwt_cache_miss >= invalid-token requests", fdelta("jwt_cache_miss") >= invalid,
-                 f"{fdelta('jwt_cache_miss')} >= {invalid}")
+    checks.check(f"{label}: jwt_cache_miss + jwt_refused_cache_hit >= invalid-token requests",
+                 fdelta("jwt_cache_miss") + refused_again >= invalid,
+                 f"{fdelta('jwt_cache_miss')} + {refused_again} >= {invalid}")
     checks.equal(f"{label}: held_for_keys delta", fdelta("held_for_keys"), 0)
     checks.equal(f"{label}: exchange.cache_hit + exchange.cache_miss = exchange requests",
                  fdelta("exchange.cache_hit") + fdelta("exchange.cache_miss"), by["exchange"])

@@ -116,6 +116,8 @@ def render_report(ctx: dict) -> str:
         out.append(f"| {label} | {fmt(b)} | {fmt(a)} | {fmt(a - b)} |")
     invalid = sum(main.by_cat[c.name] for c in CATEGORIES if c.never_cached)
     misses = after.filter("jwt_cache_miss") - before.filter("jwt_cache_miss")
+    # Invalid tokens sent again are refused from the refused-token cache, not counted as misses.
+    misses += after.filter("jwt_refused_cache_hit") - before.filter("jwt_refused_cache_hit")
     out += [
         "",
         f"Token exchanges over the whole run: {after.sts_exchanges} (exchange server `/token` requests; at most "

@@ -456,6 +456,35 @@ fn key_rotation_evicts_cached_tokens() {
     assert_verified(&auth(&mut a, &(new.sign)(claims())), false);
 }
 
+#[test]
+fn a_refused_token_is_refused_again_without_verification_until_the_keys_change() {
+    // The configured key under kid "k" is not the one that signed the token: a forged-looking token.
+    let configured = signer("ES256", "k");
+    let actual = signer_with_key("ES256", "k", true);
+    let mut a = authenticator(&[&configured.jwk]);
+    let token = (actual.sign)(claims());
+    assert_eq!(auth(&mut a, &token), rejected(Rejection::InvalidSignature));
+    assert_eq!(auth(&mut a, &token), Verdict::RejectedAgain(Rejection::InvalidSignature));
+    // A different forged token still costs its own verification.
+    let other = flip_signature_byte(&token, 3);
+    assert_eq!(auth(&mut a, &other), rejected(Rejection::InvalidSignature));
+    // The key set changes to the signer's key: the token is verified, not refused from memory.
+    let rotated = KeySet::parse(json!({"keys": [actual.jwk]}).to_string().as_bytes()).unwrap();
+    a.set_keys(0, Rc::new(rotated));
+    assert_verified(&auth(&mut a, &token), false);
+}
+
+#[test]
+fn refusals_that_time_can_lift_are_not_remembered() {
+    let s = signer("EdDSA", "ed");
+    let mut a = authenticator(&[&s.jwk]);
+    let mut c = claims();
+    c.invalid_before = secs(NOW + 3600);
+    let token = (s.sign)(c);
+    assert_eq!(auth(&mut a, &token), rejected(Rejection::NotYetValid));
+    assert_eq!(auth(&mut a, &token), rejected(Rejection::NotYetValid), "checked again, not from memory");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Claims
 // ------------------------------------------------------------------------------------------------

@@ -112,6 +112,8 @@ fn authenticate(config: &Rc<Config>, token: &str) -> Verdict {
             assert_eq!(first, principal, "cache returned another principal");
         }
         (Verdict::Verified { .. }, _) => panic!("a verified token was not served from the cache: {again:?}"),
+        // A lasting refusal is remembered; the reason must not change.
+        (Verdict::Rejected(first), Verdict::RejectedAgain(second)) => assert_eq!(first, second, "refusal changed"),
         _ => assert_eq!(verdict, again, "a refusal changed on the second try"),
     }
     match &verdict {
@@ -129,6 +131,7 @@ fn authenticate(config: &Rc<Config>, token: &str) -> Verdict {
                 }
             }
         }
+        Verdict::RejectedAgain(why) => panic!("refused from memory on a first try: {why:?}"),
         Verdict::Rejected(why) => replies::check(&mcp_authz::http_reply::invalid_token(&config.challenge, *why)),
         // Keys missing (only the remote provider's), or a `kid` the set does not have (any provider).
         Verdict::KeysNotLoaded { provider } => {

@@ -49,7 +49,7 @@ fn act(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, parked: Parked, no
             let token = state.borrow().token.clone();
             match token {
                 Some(token) if !timed_out => {
-                    request::authenticate(worker, state, &token, true);
+                    request::authenticate(worker, state, &token, true, now);
                 }
                 _ => {
                     let have_keys = worker.authn.borrow().has_keys(provider);

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub jwks_refetch_unknown_kid: Counter,
     pub jwt_cache_hit: Counter,
     pub jwt_cache_miss: Counter,
+    /// Tokens refused again from the refused-token cache, without a second signature verification.
+    pub jwt_refused_cache_hit: Counter,
     pub held_for_keys: Counter,
     /// Upstream responses on MCP paths replaced by an error or cut because a list in them could not be
     /// trimmed (compressed, unreadable, too large, or found after part of the response went out).
@@ -108,6 +110,7 @@ impl Metrics {
             jwks_fetch_failed: c("jwks_fetch_failed"),
             jwks_refetch_unknown_kid: c("jwks_refetch_unknown_kid"),
             jwt_cache_hit: c("jwt_cache_hit"),
+            jwt_refused_cache_hit: c("jwt_refused_cache_hit"),
             jwt_cache_miss: c("jwt_cache_miss"),
             held_for_keys: c("held_for_keys"),
             response_replaced: c("response_replaced"),

@@ -59,6 +59,11 @@ impl ParkedRequests {
         taken
     }
 
+    /// The request's body is complete: its `Wait::Body` entry has nothing left to wait for.
+    pub fn body_arrived(&self, context_id: u32) {
+        self.0.borrow_mut().retain(|p| !(p.context_id == context_id && matches!(p.wait, Wait::Body)));
+    }
+
     /// Makes the matching entries due at the next drain.
     pub fn expire_where(&self, matches: impl Fn(&Parked) -> bool) {
         for p in self.0.borrow_mut().iter_mut().filter(|p| matches(p)) {

@@ -117,17 +117,19 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         s.token = Some(token.clone());
         matches!(s.body, RequestBody::Awaited)
     };
+    // One clock read per request head: the body deadline and the token's time checks share it.
+    let now = worker.now_ms();
     if awaits_body {
         // Without allow_on_headers_stop_iteration Envoy never delivers the body; the drain then answers
         // 408 instead of letting the request hang.
         worker.parked.park(Parked {
             context_id: state.borrow().context_id,
             stream: Rc::downgrade(state),
-            deadline_ms: worker.now_ms() + config.mcp.body_timeout_ms,
+            deadline_ms: now + config.mcp.body_timeout_ms,
             wait: Wait::Body,
         });
     }
-    authenticate(worker, state, &token, false)
+    authenticate(worker, state, &token, false, now)
 }
 
 fn pass(state: &RefCell<StreamState>) -> Action {
@@ -159,7 +161,14 @@ pub fn on_data(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, body_size:
         return Action::Pause; // Envoy keeps buffering; the decision needs the whole body.
     }
     let body = worker.host.buffer(Buffer::RequestBody, 0, body_size);
-    state.borrow_mut().body = RequestBody::Complete(body);
+    let context_id = {
+        let mut s = state.borrow_mut();
+        s.body = RequestBody::Complete(body);
+        s.context_id
+    };
+    // Out of the queue now rather than at the next tick: at high rates the entries would pile up and
+    // every park would scan them.
+    worker.parked.body_arrived(context_id);
     if authenticated { proceed(worker, state, false) } else { Action::Pause }
 }
 
@@ -172,11 +181,16 @@ pub fn on_trailers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>) -> Act
 }
 
 /// Verifies the stream's token and acts: allow, deny, or hold for keys. `held`: the request is paused
-/// and must be resumed if it may go on (true when called from the root context).
-pub fn authenticate(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token: &str, held: bool) -> Action {
+/// and must be resumed if it may go on (true when called from the root context). `now`: milliseconds.
+pub fn authenticate(
+    worker: &Rc<Worker>,
+    state: &Rc<RefCell<StreamState>>,
+    token: &str,
+    held: bool,
+    now: u64,
+) -> Action {
     let config = worker.config.clone();
     let host = worker.host.as_ref();
-    let now = worker.now_ms();
     let mut verdict = worker.authn.borrow_mut().authenticate(token, (now / 1000) as i64);
     if let Verdict::UnknownKey { provider } | Verdict::KeysNotLoaded { provider } = verdict
         && worker.keys.sync_now(host, &worker.authn, provider)
@@ -189,11 +203,12 @@ pub fn authenticate(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token
     match &verdict {
         Verdict::Verified { cached: true, .. } => worker.metrics.jwt_cache_hit.inc(),
         Verdict::Verified { cached: false, .. } | Verdict::Rejected(_) => worker.metrics.jwt_cache_miss.inc(),
+        Verdict::RejectedAgain(_) => worker.metrics.jwt_refused_cache_hit.inc(),
         _ => {}
     }
     let (provider, unknown_key) = match verdict {
         Verdict::Verified { principal, .. } => return authenticated(worker, state, principal, token, held),
-        Verdict::Rejected(why) => {
+        Verdict::Rejected(why) | Verdict::RejectedAgain(why) => {
             let denial = Denial::new(Reason::Token(why), http_reply::invalid_token(&config.challenge, why));
             deny(worker, state, &denial, Some(token));
             return Action::Pause;

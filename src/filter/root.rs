@@ -63,6 +63,12 @@ impl Root {
         Some(Stream::new(context_id, self.worker.clone()?))
     }
 
+    /// How many requests are parked (waiting for keys, a body, an exchange).
+    #[cfg(test)]
+    pub fn parked_requests(&self) -> usize {
+        self.worker.as_ref().map_or(0, |w| w.parked.len())
+    }
+
     /// Loads keys other VMs stored, then acts on parked requests whose wait is over.
     fn sync_and_drain(&self, worker: &Rc<Worker>, now: u64) {
         worker.keys.sync_all(worker.host.as_ref(), &worker.authn);

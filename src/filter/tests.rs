@@ -53,9 +53,15 @@ struct FakeHost {
     shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
     counters: RefCell<Vec<(String, u64)>>,
+    /// Every hostcall made, in order (what crosses from the filter into Envoy).
+    calls: RefCell<Vec<String>>,
 }
 
 impl FakeHost {
+    fn log(&self, call: String) {
+        self.calls.borrow_mut().push(call);
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Context) -> T) -> T {
         f(self.contexts.borrow_mut().entry(self.effective.get()).or_default())
     }
@@ -77,17 +83,7 @@ impl FakeHost {
         contexts.get(&context)?.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
     }
 
-    fn take_dispatched(&self) -> Vec<Dispatched> {
-        std::mem::take(&mut *self.dispatched.borrow_mut())
-    }
-}
-
-impl Host for FakeHost {
-    fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
-
-    fn headers(&self, map: Map) -> Vec<(String, String)> {
+    fn map_headers(&self, map: Map) -> Vec<(String, String)> {
         match map {
             Map::RequestHeaders => self.with(|c| c.request_headers.clone()),
             Map::ResponseHeaders => Vec::new(),
@@ -95,11 +91,29 @@ impl Host for FakeHost {
         }
     }
 
+    fn take_dispatched(&self) -> Vec<Dispatched> {
+        std::mem::take(&mut *self.dispatched.borrow_mut())
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> u64 {
+        self.log("now_ms".into());
+        self.now.get()
+    }
+
+    fn headers(&self, map: Map) -> Vec<(String, String)> {
+        self.log(format!("headers {map:?}"));
+        self.map_headers(map)
+    }
+
     fn header(&self, map: Map, name: &str) -> Option<String> {
-        self.headers(map).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.log(format!("header {map:?} {name}"));
+        self.map_headers(map).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     fn set_header(&self, map: Map, name: &str, value: Option<&str>) {
+        self.log(format!("set_header {name}"));
         assert_eq!(map, Map::RequestHeaders, "these tests set request headers only");
         self.with(|c| {
             c.request_headers.retain(|(n, _)| n != name);
@@ -110,6 +124,7 @@ impl Host for FakeHost {
     }
 
     fn buffer(&self, buffer: Buffer, start: usize, size: usize) -> Vec<u8> {
+        self.log(format!("buffer {buffer:?}"));
         let bytes = match buffer {
             Buffer::RequestBody => self.with(|c| c.request_body.clone()),
             Buffer::ResponseBody => Vec::new(),
@@ -119,6 +134,7 @@ impl Host for FakeHost {
     }
 
     fn set_buffer(&self, buffer: Buffer, start: usize, size: usize, data: &[u8]) {
+        self.log(format!("set_buffer {buffer:?}"));
         assert_eq!(buffer, Buffer::RequestBody, "these tests rewrite request bodies only");
         self.with(|c| {
             c.request_body.splice(start..(start + size).min(c.request_body.len()), data.iter().copied());
@@ -126,6 +142,7 @@ impl Host for FakeHost {
     }
 
     fn dispatch(&self, request: &CalloutRequest) -> Result<u32, Status> {
+        self.log(format!("dispatch {}", request.cluster));
         let token = self.next_token.get() + 1;
         self.next_token.set(token);
         self.dispatched.borrow_mut().push(Dispatched {
@@ -138,6 +155,7 @@ impl Host for FakeHost {
     }
 
     fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.log("shared_get".into());
         match self.shared.borrow().get(key) {
             Some((value, cas)) => (Some(value.clone()), Some(*cas)),
             None => (None, None),
@@ -145,6 +163,7 @@ impl Host for FakeHost {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+        self.log("shared_set".into());
         let mut shared = self.shared.borrow_mut();
         // As Envoy: an absent key is created whatever the cas; a present one only with its cas.
         if let (Some((_, current)), Some(cas)) = (shared.get(key), cas)
@@ -159,6 +178,7 @@ impl Host for FakeHost {
     }
 
     fn send_reply(&self, reply: &LocalReply, _details: &str) -> bool {
+        self.log("send_reply".into());
         self.with(|c| {
             assert!(c.reply.is_none(), "two local replies for one stream (envoy#28826)");
             c.reply = Some(reply.clone());
@@ -167,6 +187,7 @@ impl Host for FakeHost {
     }
 
     fn set_property(&self, path: &str, value: &[u8]) {
+        self.log(format!("set_property {path}"));
         self.with(|c| c.properties.push((path.to_string(), String::from_utf8_lossy(value).into_owned())));
     }
 
@@ -179,6 +200,7 @@ impl Host for FakeHost {
     }
 
     fn resume_request(&self) {
+        self.log("resume_request".into());
         self.with(|c| c.resumed = true);
     }
 
@@ -189,7 +211,9 @@ impl Host for FakeHost {
     }
 
     fn increment(&self, counter: u32) {
-        self.counters.borrow_mut()[counter as usize].1 += 1;
+        let mut counters = self.counters.borrow_mut();
+        self.log(format!("increment {}", counters[counter as usize].0));
+        counters[counter as usize].1 += 1;
     }
 }
 
@@ -426,6 +450,47 @@ fn a_body_that_does_not_arrive_in_time_is_408() {
     f.advance(5_000);
     f.tick();
     assert!(f.host.reply(3).is_none(), "not answered 408 after it was decided");
+}
+
+#[test]
+fn a_body_that_arrives_leaves_the_parked_queue_at_once() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()]}));
+    f.request(2, &headers_of(&post(&token("alice", "read"))), false);
+    assert_eq!(f.root.parked_requests(), 1, "waits for its body");
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    assert_eq!(f.body(2, ping.as_bytes()), Action::Continue);
+    assert_eq!(f.root.parked_requests(), 0, "out of the queue before the next tick");
+}
+
+/// Each hostcall crosses from V8 into Envoy and costs ~0.1-1 µs: this is the whole list for the most
+/// common request, a `tools/call` with a cached token. A new crossing on this path should be a choice.
+#[test]
+fn a_cached_tools_call_crosses_into_envoy_only_these_times() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()],
+                                   "claim_headers": [{"claim": "sub", "header": "x-user-sub"}],
+                                   "mcp": {"rules": [{"method": "tools/call", "name": "getTasks", "scopes": ["read"]}]}}));
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "getTasks", "arguments": {}}})
+    .to_string();
+    let token = token("alice", "read");
+    f.request(2, &headers_of(&post(&token)), false);
+    f.body(2, call.as_bytes());
+    assert_eq!(f.host.counter("mcp_authz.allowed"), 1);
+    f.host.calls.borrow_mut().clear();
+    f.request(3, &headers_of(&post(&token)), false);
+    assert_eq!(f.body(3, call.as_bytes()), Action::Continue);
+    assert_eq!(
+        f.host.calls.borrow().as_slice(),
+        [
+            "headers RequestHeaders",
+            "now_ms",
+            "increment mcp_authz.jwt_cache_hit",
+            "set_header x-user-sub",
+            "buffer RequestBody",
+            "increment mcp_authz.mcp.allowed.tools_call.getTasks",
+            "increment mcp_authz.allowed",
+        ]
+    );
 }
 
 fn properties(f: &Filter, id: u32) -> Vec<(String, String)> {

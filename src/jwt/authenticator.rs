@@ -1,6 +1,6 @@
 //! Token → [`Verdict`]: provider by issuer, key by `kid`, signature, claims, with the per-worker cache.
 
-use super::cache::TokenCache;
+use super::cache::{RefusedTokens, TokenCache};
 use super::claims::{self, Principal};
 use super::jwk::KeySet;
 use super::{Rejection, token};
@@ -15,6 +15,8 @@ pub enum Verdict {
         cached: bool,
     },
     Rejected(Rejection),
+    /// Refused earlier for a lasting reason (found in the refused-token cache; no verification made).
+    RejectedAgain(Rejection),
     /// The provider's key set has not been loaded yet: hold the request.
     KeysNotLoaded {
         provider: usize,
@@ -32,6 +34,7 @@ pub struct Authenticator {
     config: Rc<Config>,
     key_sets: Vec<Option<Rc<KeySet>>>,
     cache: TokenCache,
+    refused: RefusedTokens,
     /// Bound for parsing before the provider (and its own limit) is known.
     max_token_bytes: usize,
 }
@@ -48,7 +51,8 @@ impl Authenticator {
             .collect();
         let max_token_bytes = config.providers.iter().map(|p| p.max_token_bytes).max().unwrap_or(0);
         let cache = TokenCache::new(config.token_cache_max_entries);
-        Authenticator { config, key_sets, cache, max_token_bytes }
+        let refused = RefusedTokens::new(config.token_cache_max_entries);
+        Authenticator { config, key_sets, cache, refused, max_token_bytes }
     }
 
     pub fn config(&self) -> &Rc<Config> {
@@ -60,6 +64,7 @@ impl Authenticator {
         if let Some(slot) = self.key_sets.get_mut(provider) {
             *slot = Some(keys);
             self.cache.clear();
+            self.refused.clear();
         }
     }
 
@@ -78,11 +83,19 @@ impl Authenticator {
             }
             return Verdict::Rejected(Rejection::Expired);
         }
+        let digest = RefusedTokens::digest(raw_token);
+        if let Some(why) = self.refused.get(&digest) {
+            return Verdict::RejectedAgain(why);
+        }
         match self.verify(raw_token, now) {
             Ok(principal) => {
                 let principal = Rc::new(principal);
                 self.cache.insert(raw_token, principal.clone());
                 Verdict::Verified { principal, cached: false }
+            }
+            Err(Verdict::Rejected(why)) => {
+                self.refused.insert(digest, why);
+                Verdict::Rejected(why)
             }
             Err(verdict) => verdict,
         }
