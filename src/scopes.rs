@@ -9,7 +9,6 @@
 
 use crate::config::fields::{ConfigError, check_scope_token};
 use serde_json::Value;
-use std::collections::BTreeSet;
 
 /// Bounds the closure's work at load (distinct scopes named, over all entries).
 const MAX_SCOPES: usize = 1_000;
@@ -52,9 +51,10 @@ impl ScopeHierarchy {
             if named > MAX_SCOPES {
                 return Err(ConfigError::new(field, format!("names more than {MAX_SCOPES} scopes")));
             }
-            direct.push((broader.clone(), list));
+            // Kept sorted as it is built (keys are unique): binary search later, and no sort routine.
+            let at = direct.partition_point(|(k, _)| k < broader);
+            direct.insert(at, (broader.clone(), list));
         }
-        direct.sort_by(|a, b| a.0.cmp(&b.0));
         let mut implied = Vec::with_capacity(direct.len());
         for (broader, _) in &direct {
             let closure = closure_of(&direct, broader).map_err(|cycle| {
@@ -84,7 +84,8 @@ fn closure_of(direct: &[(String, Vec<String>)], start: &str) -> Result<Vec<Strin
     let children = |s: &str| -> &[String] {
         direct.binary_search_by(|(k, _)| k.as_str().cmp(s)).map_or(&[], |i| direct[i].1.as_slice())
     };
-    let mut found: BTreeSet<&str> = BTreeSet::new();
+    // Sorted, searched by halves: a set without another BTreeSet monomorphization in the module.
+    let mut found: Vec<&str> = Vec::new();
     // The path from `start`, each with the index of the next child to visit.
     let mut path: Vec<(&str, usize)> = vec![(start, 0)];
     while let Some(top) = path.last_mut() {
@@ -99,7 +100,8 @@ fn closure_of(direct: &[(String, Vec<String>)], start: &str) -> Result<Vec<Strin
             cycle.push(child.clone());
             return Err(cycle);
         }
-        if found.insert(child.as_str()) {
+        if let Err(at) = found.binary_search(&child.as_str()) {
+            found.insert(at, child.as_str());
             path.push((child.as_str(), 0));
         }
     }
