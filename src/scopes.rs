@@ -28,8 +28,10 @@ impl ScopeHierarchy {
         let mut direct: Vec<(String, Vec<String>)> = Vec::with_capacity(map.len());
         let mut named = 0usize;
         for (broader, narrower) in map {
+            // Checked before it becomes part of a field path: a key with a control character must not
+            // reach the log line unescaped (the error quotes it escaped).
+            check_scope_token(field, broader)?;
             let entry = format!("{field}.{broader}");
-            check_scope_token(&entry, broader)?;
             let Value::Array(items) = narrower else { return Err(ConfigError::new(entry, shape)) };
             if items.is_empty() {
                 return Err(ConfigError::new(entry, "must imply at least one scope (omit the entry instead)"));
@@ -166,7 +168,8 @@ mod tests {
             (json!({"admin": ["a b"]}), "scope_hierarchy.admin[0]"),
             (json!({"admin": ["read", "admin"]}), "scope_hierarchy.admin[1]"),
             (json!({"admin": ["read", "read"]}), "scope_hierarchy.admin[1]"),
-            (json!({"": ["read"]}), "scope_hierarchy."),
+            (json!({"": ["read"]}), "scope_hierarchy"),
+            (json!({"a\nb": ["read"]}), "scope_hierarchy"),
         ];
         for (value, field) in cases {
             let e = hierarchy(value.clone()).unwrap_err();
