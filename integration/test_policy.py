@@ -25,7 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from harness.envoy import REPO, Envoy, filter_config, wasm_path
 from harness.keys import AUDIENCE, ISSUER, make_key, mint
-from harness.mcp_upstream import McpServer
+from harness.mcp_upstream import McpServer, envoy_before_mcp_server
 from harness.ports import free_port
 from harness.servers import EchoServer, JwksServer
 
@@ -68,21 +68,7 @@ class Upstream:
 
 @contextlib.contextmanager
 def sdk_upstream(tmp_path_factory, name: str, mcp: dict) -> Iterator[Upstream]:
-    key = make_key("ES256", kid=f"{name}-es256")
-    with contextlib.ExitStack() as stack:
-        jwks = stack.enter_context(JwksServer([key]))
-        server = McpServer(json_response=True)
-        stack.callback(server.stop)
-
-        def configure(listener_port: int) -> dict:
-            cfg = filter_config(jwks.port, listener_port)
-            cfg["mcp"] = mcp
-            return cfg
-
-        envoy = Envoy(tmp_path_factory.mktemp(name), upstream_port=server.port, jwks_port=jwks.port,
-                      filter_cfg=configure, name=name)
-        stack.callback(envoy.stop)
-        envoy.start()
+    with envoy_before_mcp_server(tmp_path_factory.mktemp(name), name, mcp=mcp) as (envoy, server, key):
         yield Upstream(envoy, server, key)
 
 

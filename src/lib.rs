@@ -11,6 +11,7 @@
 //! | is the token valid, and who is calling? | [`jwt`] (parsing, keys, signatures, claims, cache) |
 //! | when are keys fetched, and who fetches? | [`jwks`] |
 //! | is this MCP body allowed for this caller? | [`mcp::jsonrpc`] (reading it), [`mcp::inspect`], [`mcp::rules`] |
+//! | does a token's scope cover what a rule requires (broader scopes implying narrower ones)? | [`scopes`] |
 //! | which list entries may the caller see? | [`mcp::list_scan`], [`mcp::lists`] |
 //! | whose session is this? | [`mcp::sessions`] |
 //! | which credential goes upstream, and how is it obtained? | [`exchange`] |
@@ -44,6 +45,7 @@ pub mod mcp;
 pub mod metadata;
 pub mod outcome;
 pub mod path;
+pub mod scopes;
 
 pub mod filter;
 

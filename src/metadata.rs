@@ -1,7 +1,7 @@
 //! RFC 9728 protected-resource metadata (the `resource_metadata` section): the document the filter
 //! serves, and the URL every 401/403 challenge points clients at.
 
-use crate::config::fields::{ConfigError, URL_RULE, check_scope_token, split_url};
+use crate::config::fields::{ConfigError, URL_RULE, check_advertised_scope, split_url};
 use serde::Deserialize;
 
 const WELL_KNOWN_PREFIX: &str = "/.well-known/oauth-protected-resource";
@@ -42,7 +42,7 @@ pub(crate) fn validate_resource_metadata(field: &str, m: RawResourceMetadata) ->
         }
     }
     for (i, s) in m.scopes_supported.iter().enumerate() {
-        check_scope_token(&format!("{field}.scopes_supported[{i}]"), s)?;
+        check_advertised_scope(&format!("{field}.scopes_supported[{i}]"), s)?;
     }
     // RFC 9728 section 3.1: the well-known segment goes between the host and the resource's path.
     let suffix = resource_path.split('?').next().unwrap_or("").trim_end_matches('/');

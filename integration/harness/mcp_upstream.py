@@ -3,18 +3,22 @@ on a free loopback port: the real MCP upstream behind Envoy for the tests and fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
-from .envoy import die_with_parent
+from .envoy import Envoy, die_with_parent, filter_config
+from .keys import SigningKey, make_key
 from .jsonrpc import received_messages
 from .ports import free_port
+from .servers import JwksServer
 
 SERVER = Path(__file__).parent.parent / "stack" / "mcp_server.py"
 START_TIMEOUT = 60.0
@@ -96,3 +100,19 @@ class McpServer:
                 proc.wait(timeout=10)
         if self._own_log:
             self.log_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def envoy_before_mcp_server(tmp_dir: Path, name: str, **top_level) -> Iterator[tuple[Envoy, McpServer, SigningKey]]:
+    """Envoy with the filter (the test contract's configuration, with `top_level` keys set) in front of a
+    JSON-answering McpServer, and the key its tokens are signed with; all stopped on exit."""
+    key = make_key("ES256", kid=f"{name}-es256")
+    with contextlib.ExitStack() as stack:
+        jwks = stack.enter_context(JwksServer([key]))
+        server = McpServer(json_response=True)
+        stack.callback(server.stop)
+        envoy = Envoy(tmp_dir, upstream_port=server.port, jwks_port=jwks.port, name=name,
+                      filter_cfg=lambda listener_port: filter_config(jwks.port, listener_port) | top_level)
+        stack.callback(envoy.stop)
+        envoy.start()
+        yield envoy, server, key

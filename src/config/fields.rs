@@ -66,6 +66,22 @@ pub(crate) fn check_scope_token(field: &str, s: &str) -> Result<(), ConfigError>
     if ok { Ok(()) } else { Err(ConfigError::new(field, format!("{s:?} is not a valid scope"))) }
 }
 
+/// A scope the filter may advertise: in a challenge (`scope="…"`) or in the served RFC 9728
+/// `scopes_supported`. `offline_access` asks the authorization server for a refresh token; it is not
+/// something a resource requires, and MCP 2026-07-28 says resources SHOULD NOT advertise it (a client
+/// would then ask every user for offline access it does not need).
+pub(crate) fn check_advertised_scope(field: &str, s: &str) -> Result<(), ConfigError> {
+    check_scope_token(field, s)?;
+    if s == "offline_access" {
+        return Err(ConfigError::new(
+            field,
+            "offline_access requests a refresh token, not access to this resource; MCP 2026-07-28: resources \
+             SHOULD NOT list it in challenges or scopes_supported",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_range(field: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&v) {
         Ok(())

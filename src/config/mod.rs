@@ -19,7 +19,8 @@ use crate::mcp::config::{McpConfig, RawMcp, validate_mcp};
 use crate::mcp::glob::Glob;
 use crate::metadata::{RawResourceMetadata, ResourceMetadata, validate_resource_metadata};
 use crate::path::{PathMatch, RawPathMatch};
-use fields::{check_header_name, check_range, check_scope_token};
+use crate::scopes::ScopeHierarchy;
+use fields::{check_advertised_scope, check_header_name, check_range};
 use serde::Deserialize;
 
 pub const DEFAULT_JWKS_WAIT_TIMEOUT_MS: u64 = 5_000;
@@ -74,6 +75,9 @@ struct RawConfig {
     resource_metadata: Option<RawResourceMetadata>,
     #[serde(default)]
     challenge_scopes: Vec<String>,
+    /// Read by hand (`scopes::ScopeHierarchy::parse`) for errors that name the entry.
+    #[serde(default)]
+    scope_hierarchy: Option<serde_json::Value>,
     #[serde(default)]
     jwks_wait_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -198,7 +202,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         raw.resource_metadata.map(|m| validate_resource_metadata("resource_metadata", m)).transpose()?;
 
     for (i, s) in raw.challenge_scopes.iter().enumerate() {
-        check_scope_token(&format!("challenge_scopes[{i}]"), s)?;
+        check_advertised_scope(&format!("challenge_scopes[{i}]"), s)?;
     }
     let challenge_scope = (!raw.challenge_scopes.is_empty()).then(|| raw.challenge_scopes.join(" "));
 
@@ -225,7 +229,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         Ok(())
     };
-    let mcp = validate_mcp("mcp", raw.mcp.unwrap_or_default(), &paths, &credential_allowed)?;
+    let scopes = match &raw.scope_hierarchy {
+        None => ScopeHierarchy::default(),
+        Some(value) => ScopeHierarchy::parse("scope_hierarchy", value)?,
+    };
+    let mcp = validate_mcp("mcp", raw.mcp.unwrap_or_default(), &paths, &credential_allowed, scopes)?;
     if let Some(meta) = &resource_metadata {
         for (path, _) in &credentials.published_jwks {
             if meta.well_known_paths.iter().any(|p| p == path) {
@@ -356,6 +364,49 @@ mod tests {
         // Configured paths are matched in canonical form, as requests are.
         let c = parse(with(&["paths"], json!([{"prefix": "/caf%c3%a9/%7euser/./x"}])).to_string().as_bytes()).unwrap();
         assert_eq!(c.paths, vec![PathMatch::Prefix("/caf%C3%A9/~user/x".into())]);
+    }
+
+    #[test]
+    fn offline_access_is_never_advertised() {
+        let cases = [
+            (with(&["challenge_scopes"], json!(["read", "offline_access"])), "challenge_scopes[1]"),
+            (
+                with(
+                    &["resource_metadata"],
+                    json!({"resource": "https://m.example/mcp", "scopes_supported": ["offline_access"]}),
+                ),
+                "resource_metadata.scopes_supported[0]",
+            ),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/call", "scopes": ["offline_access"]}])),
+                "mcp.rules[0].scopes[0]",
+            ),
+            (
+                with(&["mcp", "rules"], json!([{"method": "tools/call", "any_scopes": [["a"], ["offline_access"]]}])),
+                "mcp.rules[0].any_scopes[1][0]",
+            ),
+        ];
+        for (doc, field) in cases {
+            let e = parse(doc.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains("SHOULD NOT"), "says why: {e}");
+        }
+        // Implied by a broader scope is fine: that never reaches a challenge.
+        let ok = with(&["scope_hierarchy"], json!({"admin": ["offline_access"]}));
+        assert!(parse(ok.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn scope_hierarchy_reaches_the_policy_and_is_checked() {
+        let mut doc = with(&["scope_hierarchy"], json!({"admin": ["write:tasks"], "write:tasks": ["read:tasks"]}));
+        doc["mcp"] = json!({"rules": [{"method": "tools/call", "name": "getTasks", "scopes": ["read:tasks"]}]});
+        let c = parse(doc.to_string().as_bytes()).unwrap();
+        assert!(c.mcp.policy.scopes.covers(&["admin".to_string()], "read:tasks"));
+        let cycle = with(&["scope_hierarchy"], json!({"a": ["b"], "b": ["a"]}));
+        let e = parse(cycle.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.to_string(), "scope_hierarchy.a: cycle: a implies b implies a");
+        let e = parse(with(&["scope_hierarchy"], json!({"a": [1]})).to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.field, "scope_hierarchy.a[0]");
     }
 
     #[test]

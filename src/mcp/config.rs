@@ -7,8 +7,9 @@ use super::glob::Glob;
 use super::pins::{self, ToolPins};
 use super::rules::{self, ClaimCondition, ClaimTest, Policy, Rule, Unlisted};
 use super::sessions::SessionPolicy;
-use crate::config::fields::{ConfigError, check_range, check_scope_token, one_of, split_url};
+use crate::config::fields::{ConfigError, check_advertised_scope, check_range, one_of, split_url};
 use crate::path::{PathMatch, RawPathMatch};
+use crate::scopes::ScopeHierarchy;
 use serde::Deserialize;
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -167,6 +168,7 @@ pub(crate) fn validate_mcp(
     m: RawMcp,
     guarded: &[PathMatch],
     credential_allowed: &CredentialCheck,
+    scopes: ScopeHierarchy,
 ) -> Result<McpConfig, ConfigError> {
     let paths = match m.paths {
         None => guarded.to_vec(),
@@ -227,6 +229,7 @@ pub(crate) fn validate_mcp(
         unlisted_methods: unlisted("unlisted_methods", m.unlisted_methods, Unlisted::Allow)?,
         rules,
         shadow: one_of(&format!("{field}.mode"), m.mode, &[("enforce", false), ("shadow", true)])?,
+        scopes,
     };
     let tool_pins = validate_tool_pins(&format!("{field}.tool_pins"), m.tool_pins)?;
     let sessions = validate_sessions(&format!("{field}.sessions"), m.sessions.unwrap_or_default())?;
@@ -289,7 +292,7 @@ fn validate_rule(field: &str, r: RawRule, credential_allowed: &CredentialCheck) 
         return Err(ConfigError::new(field, "name/uri must not be empty"));
     }
     for (i, s) in r.scopes.iter().enumerate() {
-        check_scope_token(&format!("{field}.scopes[{i}]"), s)?;
+        check_advertised_scope(&format!("{field}.scopes[{i}]"), s)?;
     }
     for (i, set) in r.any_scopes.iter().enumerate() {
         if set.is_empty() {
@@ -299,7 +302,7 @@ fn validate_rule(field: &str, r: RawRule, credential_allowed: &CredentialCheck) 
             ));
         }
         for (j, s) in set.iter().enumerate() {
-            check_scope_token(&format!("{field}.any_scopes[{i}][{j}]"), s)?;
+            check_advertised_scope(&format!("{field}.any_scopes[{i}][{j}]"), s)?;
         }
     }
     let mut claims = Vec::new();

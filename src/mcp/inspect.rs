@@ -196,8 +196,7 @@ mod tests {
         Policy {
             rules: vec![rule("getTasks", "read:tasks"), rule("createTask", "write:tasks")],
             unlisted_tools: Unlisted::Deny,
-            unlisted_methods: Unlisted::Allow,
-            shadow: false,
+            ..Policy::allow_all()
         }
     }
 

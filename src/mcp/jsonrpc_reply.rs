@@ -39,6 +39,12 @@ pub fn session_not_owned() -> LocalReply {
     LocalReply::json(403, rpc_error(&Value::Null, FORBIDDEN, message, Some(data)).to_string())
 }
 
+/// The 403 for a request with refused messages. When scopes would help, one challenge names every
+/// scope the refused messages' rules require (MCP 2025-11-25+: all scopes for the operation in a single
+/// challenge, not one per retry): held ones too, because `scope` describes what the operation needs
+/// (RFC 6750 section 3.1) and a client that replaces its token rather than widening it must not lose
+/// them. Never a broader scope that would also do (`scope_hierarchy`): the rule's own words. Each
+/// message's `data.missing` is what its caller's scopes do not cover.
 pub fn forbidden(challenge: &Challenge, refused: &[Refused], others: &[Value], batch: bool) -> LocalReply {
     let mut required: Vec<String> = Vec::new();
     let mut errors: Vec<Value> = Vec::new();
@@ -156,6 +162,45 @@ mod tests {
         assert_eq!(body["error"]["code"], FORBIDDEN);
         assert_eq!(body["error"]["data"]["missing"], json!(["write:tasks"]));
         assert_eq!(body["error"]["data"]["name"], "createTask");
+    }
+
+    #[test]
+    fn several_missing_scopes_make_one_complete_challenge() {
+        let mut one = scope_denial(0, json!(1));
+        one.access = Access::InsufficientScope {
+            required: vec!["read:tasks".into(), "delete:tasks".into(), "audit".into()],
+            missing: vec!["delete:tasks".into(), "audit".into()],
+            rule: "rules[1]".into(),
+        };
+        let r = forbidden(&challenge(), &[one], &[], false);
+        let h = r.header("www-authenticate").unwrap();
+        assert!(h.starts_with("Bearer error=\"insufficient_scope\", scope=\"read:tasks delete:tasks audit\", "), "{h}");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"]["data"]["missing"], json!(["delete:tasks", "audit"]));
+        assert_eq!(body["error"]["data"]["required"], json!(["read:tasks", "delete:tasks", "audit"]));
+    }
+
+    #[test]
+    fn a_batch_needing_different_scopes_gets_one_challenge_with_all_of_them() {
+        let mut read = scope_denial(0, json!("r"));
+        read.access = Access::InsufficientScope {
+            required: vec!["read:tasks".into()],
+            missing: vec!["read:tasks".into()],
+            rule: "rules[0]".into(),
+        };
+        let mut both = scope_denial(2, json!("b"));
+        both.access = Access::InsufficientScope {
+            required: vec!["read:tasks".into(), "audit".into()],
+            missing: vec!["read:tasks".into(), "audit".into()],
+            rule: "rules[2]".into(),
+        };
+        let r = forbidden(&challenge(), &[read, scope_denial(1, json!("w")), both], &[], true);
+        assert_eq!(r.status, 403);
+        let h = r.header("www-authenticate").unwrap();
+        assert!(h.contains("scope=\"read:tasks write:tasks audit\""), "each scope once, in order met: {h}");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let missing: Vec<&Value> = body.as_array().unwrap().iter().map(|e| &e["error"]["data"]["missing"]).collect();
+        assert_eq!(missing, [&json!(["read:tasks"]), &json!(["write:tasks"]), &json!(["read:tasks", "audit"])]);
     }
 
     #[test]

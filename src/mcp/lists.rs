@@ -430,8 +430,7 @@ mod tests {
                 shadow: false,
             }],
             unlisted_tools: Unlisted::Deny,
-            unlisted_methods: Unlisted::Allow,
-            shadow: false,
+            ..Policy::allow_all()
         }
     }
 
@@ -457,6 +456,22 @@ mod tests {
         assert_eq!(out["result"]["cacheScope"], "private");
         assert_eq!(out["result"]["ttlMs"], 1000);
         assert_eq!(f.json_body(b"<html>"), JsonBody::Unreadable);
+    }
+
+    #[test]
+    fn trimming_honours_the_scope_hierarchy() {
+        let mut p = policy();
+        p.scopes = crate::scopes::ScopeHierarchy::parse("h", &json!({"tasks": ["read:tasks"]})).unwrap();
+        let mut who = reader();
+        who.scopes = vec!["tasks".into()];
+        let f = ListFilter::new(&p, &who);
+        let JsonBody::Trimmed(bytes) = f.json_body(LIST.as_bytes()) else { panic!("not trimmed") };
+        let out: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(out["result"]["tools"], json!([{"name": "getTasks"}]), "tasks implies read:tasks");
+        who.scopes = vec!["other".into()];
+        let JsonBody::Trimmed(bytes) = ListFilter::new(&p, &who).json_body(LIST.as_bytes()) else { panic!() };
+        let out: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(out["result"]["tools"], json!([]));
     }
 
     #[test]

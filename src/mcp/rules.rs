@@ -11,6 +11,7 @@ use super::arguments::{self, ArgumentCondition};
 use super::glob::Glob;
 use crate::jwt::Principal;
 use crate::outcome::Reason;
+use crate::scopes::ScopeHierarchy;
 use serde_json::Value;
 
 /// Client-to-server methods across MCP revisions 2024-11-05 … 2026-07-28; rule methods are checked
@@ -101,14 +102,17 @@ pub struct Policy {
     pub unlisted_methods: Unlisted,
     /// The whole policy in audit mode (`mcp.mode: "shadow"`): decisions are reported, nothing refused.
     pub shadow: bool,
+    /// Broader scopes implying narrower ones (`scope_hierarchy`), for every scope check.
+    pub scopes: ScopeHierarchy,
 }
 
 /// The outcome for one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Access {
     Allow,
-    /// The caller lacks scopes: `required` is what to ask for (the rule's scopes, plus the first
-    /// alternative of `any_scopes` when none is held), `missing` what the caller does not hold.
+    /// The caller lacks scopes: `required` is what to ask for (the rule's scopes, plus the alternative
+    /// of `any_scopes` closest to being held when none is), `missing` what of it the caller's scopes do
+    /// not cover (held as such, or implied by a broader held scope).
     InsufficientScope {
         required: Vec<String>,
         missing: Vec<String>,
@@ -154,7 +158,13 @@ pub struct Decision {
 
 impl Policy {
     pub fn allow_all() -> Policy {
-        Policy { rules: vec![], unlisted_tools: Unlisted::Allow, unlisted_methods: Unlisted::Allow, shadow: false }
+        Policy {
+            rules: vec![],
+            unlisted_tools: Unlisted::Allow,
+            unlisted_methods: Unlisted::Allow,
+            shadow: false,
+            scopes: ScopeHierarchy::default(),
+        }
     }
 
     /// The first enforced rule whose method and target match (`audit`: shadow rules count too).
@@ -246,7 +256,7 @@ impl Policy {
                 why: format!("claim condition on {:?} not met ({})", c.claim, rule.label),
             });
         }
-        let has = |s: &String| principal.scopes.contains(s);
+        let has = |s: &String| self.scopes.covers(&principal.scopes, s);
         let mut missing: Vec<String> = rule.scopes.iter().filter(|s| !has(s)).cloned().collect();
         let mut required = rule.scopes.clone();
         if !rule.any_scopes.is_empty() && !rule.any_scopes.iter().any(|set| set.iter().all(has)) {
@@ -332,7 +342,7 @@ mod tests {
     }
 
     fn policy(rules: Vec<Rule>) -> Policy {
-        Policy { rules, unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Allow, shadow: false }
+        Policy { rules, unlisted_tools: Unlisted::Deny, ..Policy::allow_all() }
     }
 
     #[test]
@@ -383,6 +393,43 @@ mod tests {
     }
 
     #[test]
+    fn broader_scopes_cover_narrower_ones_and_missing_names_only_what_is_not_covered() {
+        let mut p = policy(vec![
+            rule("tools/call", Some("getTasks"), &["read:tasks"]),
+            rule("tools/call", Some("purge"), &["read:tasks", "delete:tasks", "audit"]),
+        ]);
+        p.scopes = ScopeHierarchy::parse(
+            "scope_hierarchy",
+            &json!({"admin": ["write:tasks"], "write:tasks": ["read:tasks"], "tasks": ["tasks:read"]}),
+        )
+        .unwrap();
+        let admin = principal(&["admin"], json!({}));
+        assert_eq!(p.evaluate("tools/call", Some("getTasks"), &admin), Access::Allow, "admin implies read:tasks");
+        assert_eq!(p.decide("tools/call", Some("getTasks"), None, &admin).access, Access::Allow);
+        let narrower = principal(&["read:tasks"], json!({}));
+        assert!(matches!(p.evaluate("tools/call", Some("purge"), &narrower), Access::InsufficientScope { .. }));
+        assert_eq!(
+            p.evaluate("tools/call", Some("purge"), &admin),
+            Access::InsufficientScope {
+                required: vec!["read:tasks".into(), "delete:tasks".into(), "audit".into()],
+                missing: vec!["delete:tasks".into(), "audit".into()],
+                rule: "rules[0]".into()
+            },
+            "the rule's own scopes are asked for, never the broader admin; read:tasks is covered so not missing"
+        );
+        // any_scopes: an alternative covered through the hierarchy is held.
+        let mut r = rule("tools/call", Some("x"), &[]);
+        r.any_scopes = vec![vec!["tasks:read".into()], vec!["other".into()]];
+        p.rules = vec![r];
+        assert_eq!(p.evaluate("tools/call", Some("x"), &principal(&["tasks"], json!({}))), Access::Allow);
+        // Shadow audits see the hierarchy too.
+        p.rules[0].shadow = true;
+        p.rules.push(rule("tools/call", Some("x"), &[]));
+        assert_eq!(p.decide("tools/call", Some("x"), None, &principal(&["tasks"], json!({}))).would_deny, None);
+        assert!(p.decide("tools/call", Some("x"), None, &principal(&["admin"], json!({}))).would_deny.is_some());
+    }
+
+    #[test]
     fn claim_conditions() {
         let mut r = rule("tools/call", Some("*"), &[]);
         r.claims = vec![
@@ -416,8 +463,7 @@ mod tests {
 
     #[test]
     fn unlisted_methods_deny_keeps_plumbing() {
-        let p =
-            Policy { rules: vec![], unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Deny, shadow: false };
+        let p = Policy { unlisted_tools: Unlisted::Deny, unlisted_methods: Unlisted::Deny, ..Policy::allow_all() };
         let any = principal(&[], json!({}));
         for m in ["initialize", "ping", "server/discover", "notifications/initialized", "subscriptions/listen"] {
             assert_eq!(p.evaluate(m, None, &any), Access::Allow, "{m}");
