@@ -8,6 +8,7 @@ use super::answer::{self, deny};
 use super::exchange;
 use super::host::{Buffer, Headers, Map};
 use super::metrics::RuleOutcome;
+use super::param_headers;
 use super::parked::{Parked, Wait};
 use super::pins;
 use super::sessions;
@@ -19,9 +20,10 @@ use crate::http_reply;
 use crate::jwks::Refetch;
 use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
-use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal, Refused};
+use crate::mcp::inspect::{self, AllowedCall, Refusal, Refused};
 use crate::mcp::jsonrpc::{HEADER_MISMATCH, ProtocolError};
 use crate::mcp::jsonrpc_reply;
+use crate::mcp::mirror::MirrorHeaders;
 use crate::mcp::rules::Access;
 use crate::outcome::{Denial, Reason};
 use log::info;
@@ -35,7 +37,6 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
     let host = worker.host.as_ref();
     let Headers { pairs: headers, undecodable } = host.headers(Map::RequestHeaders);
     let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let values = |name: &str| headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.to_string()).collect();
 
     // Claim headers are ours to set: a client's copy must never reach the upstream, on any path.
     for mapping in &config.claim_headers {
@@ -98,7 +99,7 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
             Ok(McpRequest::Post) => {
                 let mut s = state.borrow_mut();
                 s.body = if end_of_stream { RequestBody::Complete(Vec::new()) } else { RequestBody::Awaited };
-                s.mirror = MirrorHeaders { method: values("mcp-method"), name: values("mcp-name") };
+                s.mirror = MirrorHeaders::of(&headers);
             }
             Ok(McpRequest::NoBody) => {
                 state.borrow_mut().event_stream = head.method == "GET" && config.mcp.filter_lists;
@@ -331,7 +332,8 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
     let host = worker.host.as_ref();
     let changed = |name: &str| config.mcp.tool_pins.as_ref().is_some_and(|p| pins::definition_changed(host, p, name));
     let policy = &config.mcp.policy;
-    match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed) {
+    let declared = |name: &str| param_headers::declared(host, &config.mcp, name);
+    match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed, &declared) {
         Ok(authorized) => {
             for call in &authorized.calls {
                 worker.metrics.count_mcp(true, &call.method, call.target.as_deref());

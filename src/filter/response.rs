@@ -3,6 +3,7 @@
 //! (`crate::mcp::lists`, `crate::mcp::list_scan`), whatever request it answers.
 
 use super::host::{Buffer, Headers, Map};
+use super::param_headers;
 use super::pins;
 use super::request::caller;
 use super::sessions;
@@ -140,12 +141,11 @@ pub fn on_body(worker: &Worker, state: &RefCell<StreamState>, body_size: usize, 
     let state = &mut *state;
     let Some(principal) = state.principal.clone() else { return Action::Continue };
     let listed = |name: &str, tool: &Value| {
+        param_headers::listed(host, &config.mcp, name, tool);
         config.mcp.tool_pins.as_ref().is_none_or(|p| pins::listed(host, &worker.metrics, p, name, tool))
     };
     let mut filter = ListFilter::new(&config.mcp.policy, &principal);
-    if config.mcp.tool_pins.is_some() {
-        filter.tool_check = Some(&listed);
-    }
+    filter.tool_check = Some(&listed);
     let first_id = state.lists.first().map(|(id, _)| id.clone()).unwrap_or(Value::Null);
     let max = config.mcp.max_list_response_bytes;
     let body = || host.buffer(Buffer::ResponseBody, 0, body_size);

@@ -546,3 +546,47 @@ fn nothing_is_exported_unless_configured() {
     assert!(f.host.resumed(2) || f.host.reply(2).is_none());
     assert!(properties(&f, 2).is_empty());
 }
+
+#[test]
+fn mirror_headers_are_checked_against_configured_and_learned_parameters() {
+    let schema =
+        |header: &str| json!({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": header}}});
+    let mut f = Filter::new(json!({
+        "providers": [inline_keys()],
+        "mcp": {"rules": [{"method": "tools/call", "name": "*"}], "param_headers": {"configured": schema("Q")}}
+    }));
+    // Another worker read a tools/list showing `listed` with an x-mcp-header on `q`: shared data holds it.
+    let other = crate::config::parse(json!({"providers": [inline_keys()]}).to_string().as_bytes()).unwrap();
+    let mcp = &other.mcp;
+    super::param_headers::listed(
+        f.host.as_ref(),
+        mcp,
+        "listed",
+        &json!({"name": "listed", "inputSchema": schema("Q")}),
+    );
+    let alice = token("alice", "read");
+    let mut id = 1;
+    let mut send = |tool: &str, q: &str, extra: &[(&str, &str)]| {
+        id += 1;
+        let mut headers = post(&alice);
+        for (n, v) in [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)]
+            .iter()
+            .chain(extra)
+        {
+            headers.push((n.to_string(), v.to_string()));
+        }
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                          "params": {"name": tool, "arguments": {"q": q}, "_meta": meta}});
+        f.request(id, &headers_of(&headers), false);
+        f.body(id, body.to_string().as_bytes());
+        f.host.reply(id).map(|r| (r.status, serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"].clone()))
+    };
+    let refused = Some((400, json!(-32020)));
+    for tool in ["configured", "listed"] {
+        assert_eq!(send(tool, "safe", &[("mcp-param-q", "safe")]), None, "{tool}: agreeing header passes");
+        assert_eq!(send(tool, "evil", &[("mcp-param-q", "safe")]), refused, "{tool}: forged");
+        assert_eq!(send(tool, "evil", &[]), refused, "{tool}: missing");
+    }
+    assert_eq!(send("other", "evil", &[("mcp-param-q", "safe")]), None, "a tool the filter knows nothing of");
+}
