@@ -172,10 +172,11 @@ pub fn check(
     for message in &body.messages {
         let Message::Call(call) = message else { continue };
         let Some(version) = call.meta.as_ref().and_then(|m| m.get(VERSION_META)) else { continue };
-        if version.as_str() != header_version {
+        // Not a string: no header can match it (an absent header must not either).
+        let Some(version) = version.as_str().filter(|v| Some(*v) == header_version) else {
             return Err(with_id(mismatch("MCP-Protocol-Version does not match the body's _meta protocolVersion")));
-        }
-        body_version = version.as_str();
+        };
+        body_version = Some(version);
     }
     let modern = header_version.or(body_version).is_some_and(requires_mirrors);
     if !modern && mirror.method.is_empty() && mirror.name.is_empty() && mirror.params.is_empty() {
@@ -338,6 +339,9 @@ mod tests {
         assert_eq!(run(&call("other", json!({}), Some("2025-11-25")), &other(MODERN)), refused());
         let no_version = headers(&[("mcp-method", "tools/call"), ("mcp-name", "other")]);
         assert_eq!(run(&body, &no_version), refused(), "the envelope without the header");
+        let numeric =
+            json!({"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"_meta": {VERSION_META: 20260728}}});
+        assert_eq!(run(&numeric.to_string(), &MirrorHeaders::default()), refused(), "a version that is not a string");
         let twice = headers(&[("mcp-protocol-version", MODERN), ("mcp-protocol-version", MODERN)]);
         assert_eq!(run(&body, &twice), refused());
     }
