@@ -589,4 +589,5 @@ fn mirror_headers_are_checked_against_configured_and_learned_parameters() {
         assert_eq!(send(tool, "evil", &[]), refused, "{tool}: missing");
     }
     assert_eq!(send("other", "evil", &[("mcp-param-q", "safe")]), None, "a tool the filter knows nothing of");
+    assert_eq!(f.host.counter("mcp_authz.denied.header_mismatch"), 4);
 }
