@@ -13,10 +13,11 @@
 //! refusals are well-formed replies that name exactly the denied messages.
 
 use crate::{policy, replies, split_line};
-use mcp_authz::mcp::inspect::{self, MirrorHeaders, Refusal};
+use mcp_authz::mcp::inspect::{self, Refusal};
 use mcp_authz::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR};
 use mcp_authz::mcp::jsonrpc_reply as reply;
 use mcp_authz::mcp::lists::ListKind;
+use mcp_authz::mcp::mirror::MirrorHeaders;
 use mcp_authz::mcp::rules::KNOWN_METHODS;
 use serde_json::Value;
 
@@ -35,7 +36,7 @@ pub fn run(data: &[u8]) {
     }
     let config = policy::config();
     let policy = &config.mcp.policy;
-    let decision = inspect::inspect(body, &mirror, policy, &principal, true, &|_| false);
+    let decision = inspect::inspect(body, &mirror, policy, &principal, true, &|_| false, &|_| None);
     let strict = mcp_authz::json_strict::parse(body);
     let parse_error = matches!(&decision, Err(Refusal::Protocol(e)) if e.code == PARSE_ERROR);
     assert_eq!(parse_error, strict.is_err(), "parse error {parse_error}, but the strict reader says {strict:?}");

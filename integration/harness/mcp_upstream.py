@@ -31,7 +31,7 @@ class McpServer:
     temporary file, removed by `stop()`); the child dies with this process (PR_SET_PDEATHSIG)."""
 
     def __init__(self, json_response: bool = False, resumable: bool | None = None, backend_url: str | None = None,
-                 provider_api_url: str | None = None, log_path: Path | None = None,
+                 provider_api_url: str | None = None, header_tool: bool = False, log_path: Path | None = None,
                  timeout: float = START_TIMEOUT) -> None:
         self.port = free_port()
         self.json_response = json_response
@@ -40,6 +40,7 @@ class McpServer:
         argv += ["--resumable"] if (not json_response if resumable is None else resumable) else []
         argv += ["--backend-url", backend_url] if backend_url else []
         argv += ["--provider-api-url", provider_api_url] if provider_api_url else []
+        argv += ["--header-tool"] if header_tool else []
         self._own_log = log_path is None
         if log_path is None:
             fd, name = tempfile.mkstemp(prefix="mcp-server-", suffix=".log")

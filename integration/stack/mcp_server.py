@@ -15,7 +15,7 @@ With `--resumable`, SSE streams carry event ids kept in memory, so a client can 
 `GET` and `Last-Event-ID` and have the answers it missed replayed (the SDK's EventStore).
 
 Run: python mcp_server.py --port 8000 [--json-response] [--resumable] [--backend-url URL]
-                          [--provider-api-url URL]
+                          [--provider-api-url URL] [--header-tool]
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -97,6 +98,13 @@ def whoami(ctx: Context) -> str:
     """Report the Authorization header and identity headers this server received."""
     h = _headers(ctx)
     return json.dumps({k: h.get(k) for k in ("authorization", "x-user-sub", "x-user-scopes")})
+
+
+def search(q: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Q"})],
+           limit: Annotated[int, Field(json_schema_extra={"x-mcp-header": "Limit"})] = 10) -> str:
+    """Search the tasks (2026-07-28: `q` and `limit` are mirrored into Mcp-Param-Q / Mcp-Param-Limit).
+    Registered only with --header-tool, so that other suites' tool lists stay as they are."""
+    return json.dumps({"q": q, "limit": limit})
 
 
 def _meta(ctx: Context) -> dict[str, Any]:
@@ -214,7 +222,10 @@ def main() -> None:
     parser.add_argument("--resumable", action="store_true", help="keep SSE events for replay after Last-Event-ID")
     parser.add_argument("--backend-url", help="seed 000's tasks API (e.g. http://127.0.0.1:4000)")
     parser.add_argument("--provider-api-url", help="the provider API get_reddit_user calls (e.g. http://127.0.0.1:9200/provider/reddit)")
+    parser.add_argument("--header-tool", action="store_true", help="also serve `search`, whose parameters carry x-mcp-header")
     args = parser.parse_args()
+    if args.header_tool:
+        mcp.tool()(search)
     global BACKEND_URL, PROVIDER_API_URL
     BACKEND_URL, PROVIDER_API_URL = args.backend_url, args.provider_api_url
     uvicorn.run(build_app(args.json_response, args.resumable), host=args.host, port=args.port, log_level="warning")

@@ -482,6 +482,13 @@ mod tests {
             (with(&["mcp", "mode"], json!("audit")), "mcp.mode"),
             (with(&["mcp", "tool_pins"], json!({"pins": {"t": "sha256:zz"}})), "mcp.tool_pins.pins.t"),
             (with(&["mcp", "tool_pins"], json!({})), "mcp.tool_pins"),
+            (
+                with(
+                    &["mcp", "param_headers"],
+                    json!({"t": {"properties": {"n": {"type": "number", "x-mcp-header": "N"}}}}),
+                ),
+                "mcp.param_headers.t",
+            ),
             (with(&["decision_export"], json!({"filter_state": ["tool"]})), "decision_export.filter_state[0]"),
             (with(&["upstream_credentials", "default"], json!("nope")), "upstream_credentials.default"),
             (

@@ -35,10 +35,47 @@ pub struct CalloutRequest<'a> {
     pub timeout_ms: u64,
 }
 
+/// A header map as read from Envoy. HTTP allows any byte from 0x80 up in a field value (obs-text) and
+/// Envoy passes them on; the SDK's readers panic on such a value (a trap that leaves the VM unusable), so
+/// the map is read as bytes: values that are UTF-8 land in `pairs`, the names of the others in
+/// `undecodable` (never looked at, but known, so that the request path can refuse or strip them).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Headers {
+    pub pairs: Vec<(String, String)>,
+    pub undecodable: Vec<String>,
+}
+
+impl Headers {
+    /// Parses a map in the proxy-wasm ABI's form (see `proxy::serialize_map`); None if it is malformed.
+    pub fn parse(bytes: &[u8]) -> Option<Headers> {
+        let mut headers = Headers::default();
+        if bytes.is_empty() {
+            return Some(headers);
+        }
+        let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize);
+        let count = word(0)?;
+        let mut at = 4usize.checked_add(count.checked_mul(8)?)?;
+        for n in 0..count {
+            let (name_len, value_len) = (word(4 + n * 8)?, word(8 + n * 8)?);
+            let name = bytes.get(at..at.checked_add(name_len)?)?;
+            at += name_len + 1;
+            let value = bytes.get(at..at.checked_add(value_len)?)?;
+            at += value_len + 1;
+            let name = String::from_utf8_lossy(name).into_owned();
+            match std::str::from_utf8(value) {
+                Ok(value) => headers.pairs.push((name, value.to_string())),
+                Err(_) => headers.undecodable.push(name),
+            }
+        }
+        Some(headers)
+    }
+}
+
 pub trait Host {
     /// Wall-clock time in Unix milliseconds.
     fn now_ms(&self) -> u64;
-    fn headers(&self, map: Map) -> Vec<(String, String)>;
+    fn headers(&self, map: Map) -> Headers;
+    /// One header's value; None when absent or not UTF-8.
     fn header(&self, map: Map, name: &str) -> Option<String>;
     /// `None` removes the header.
     fn set_header(&self, map: Map, name: &str, value: Option<&str>);
@@ -61,4 +98,42 @@ pub trait Host {
     fn resume_request(&self);
     fn define_counter(&self, name: &str) -> Option<u32>;
     fn increment(&self, counter: u32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serialized(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend_from_slice(n);
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_named_not_decoded() {
+        let bytes = serialized(&[(b":path", b"/mcp"), (b"mcp-name", b"caf\xe9\xff"), (b"x-ok", "é".as_bytes())]);
+        let headers = Headers::parse(&bytes).unwrap();
+        assert_eq!(headers.pairs, vec![(":path".into(), "/mcp".into()), ("x-ok".into(), "é".into())]);
+        assert_eq!(headers.undecodable, vec!["mcp-name".to_string()]);
+    }
+
+    #[test]
+    fn malformed_maps_are_refused_not_trusted() {
+        assert_eq!(Headers::parse(&[]), Some(Headers::default()));
+        let bytes = serialized(&[(b"a", b"b")]);
+        for cut in 1..bytes.len() - 1 {
+            assert_eq!(Headers::parse(&bytes[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(Headers::parse(&[0xff, 0xff, 0xff, 0xff]), None);
+    }
 }

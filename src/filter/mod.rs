@@ -20,6 +20,7 @@ mod exchange;
 pub mod host;
 mod keys;
 pub mod metrics;
+mod param_headers;
 mod parked;
 mod pins;
 #[cfg(target_arch = "wasm32")]

@@ -2,7 +2,7 @@
 //! adapters turn the SDK's callbacks into calls on [`Root`] and [`Stream`]. Only this file (and the
 //! `main!` in lib.rs) needs a Wasm host; everything else in `filter` runs under `cargo test` too.
 
-use super::host::{Buffer, CalloutRequest, Host, Map};
+use super::host::{Buffer, CalloutRequest, Headers, Host, Map};
 use super::root::{Root, TICK};
 use super::stream::Stream;
 use crate::http_reply::LocalReply;
@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub struct ProxyWasmHost;
 
-// The two hostcalls made without the SDK's wrappers (see their uses). Status 0 is Ok.
+// The hostcalls made without the SDK's wrappers (see their uses). Status 0 is Ok.
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
     fn proxy_send_local_response(
@@ -28,6 +28,7 @@ unsafe extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
 }
 
 /// A header map in the proxy-wasm ABI's form: the count, each name's and value's length (u32, little
@@ -72,12 +73,24 @@ impl Host for ProxyWasmHost {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
-    fn headers(&self, map: Map) -> Vec<(String, String)> {
-        hostcalls::get_map(map_type(map)).unwrap_or_default()
+    fn headers(&self, map: Map) -> Headers {
+        // Not the SDK's get_map (or get_map_bytes): both unwrap a UTF-8 conversion, and a client's
+        // header byte 0xff would trap the VM (see `Headers`).
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        let status = unsafe { proxy_get_header_map_pairs(map_type(map) as u32, &mut data, &mut size) };
+        if status != 0 || data.is_null() {
+            return Headers::default();
+        }
+        // The host wrote the map into memory it obtained from this module's allocator (the SDK's
+        // proxy_on_memory_allocate): ours to free, as the SDK's own readers do.
+        let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+        Headers::parse(&bytes).unwrap_or_default()
     }
 
     fn header(&self, map: Map, name: &str) -> Option<String> {
-        hostcalls::get_map_value(map_type(map), name).ok().flatten()
+        let bytes = hostcalls::get_map_value_bytes(map_type(map), name).ok().flatten()?;
+        String::from_utf8(bytes).ok()
     }
 
     fn set_header(&self, map: Map, name: &str, value: Option<&str>) {

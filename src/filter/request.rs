@@ -6,8 +6,9 @@
 
 use super::answer::{self, deny};
 use super::exchange;
-use super::host::{Buffer, Map};
+use super::host::{Buffer, Headers, Map};
 use super::metrics::RuleOutcome;
+use super::param_headers;
 use super::parked::{Parked, Wait};
 use super::pins;
 use super::sessions;
@@ -19,8 +20,10 @@ use crate::http_reply;
 use crate::jwks::Refetch;
 use crate::jwt::{Principal, Verdict};
 use crate::mcp::head::{self, HeadFacts, McpRequest};
-use crate::mcp::inspect::{self, AllowedCall, MirrorHeaders, Refusal, Refused};
+use crate::mcp::inspect::{self, AllowedCall, Refusal, Refused};
+use crate::mcp::jsonrpc::{HEADER_MISMATCH, ProtocolError};
 use crate::mcp::jsonrpc_reply;
+use crate::mcp::mirror::MirrorHeaders;
 use crate::mcp::rules::Access;
 use crate::outcome::{Denial, Reason};
 use log::info;
@@ -32,13 +35,12 @@ use std::rc::Rc;
 pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_stream: bool) -> Action {
     let config = worker.config.clone();
     let host = worker.host.as_ref();
-    let headers = host.headers(Map::RequestHeaders);
+    let Headers { pairs: headers, undecodable } = host.headers(Map::RequestHeaders);
     let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let values = |name: &str| headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.to_string()).collect();
 
     // Claim headers are ours to set: a client's copy must never reach the upstream, on any path.
     for mapping in &config.claim_headers {
-        if value(&mapping.header).is_some() {
+        if value(&mapping.header).is_some() || undecodable.contains(&mapping.header) {
             host.set_header(Map::RequestHeaders, &mapping.header, None);
         }
     }
@@ -79,6 +81,12 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         }
         HeadDecision::Authenticate(token) => token,
     };
+    if let Some(name) = undecodable.first() {
+        // The filter cannot read it, so cannot vouch for it: a mirrored MCP header that may not match the
+        // body, a token, a session id. Refused rather than forwarded unread.
+        deny(worker, state, &undecodable_header(name), None);
+        return Action::Pause;
+    }
     if authn::is_mcp_path(&config, &path) {
         let facts = HeadFacts {
             method: head.method,
@@ -91,7 +99,7 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
             Ok(McpRequest::Post) => {
                 let mut s = state.borrow_mut();
                 s.body = if end_of_stream { RequestBody::Complete(Vec::new()) } else { RequestBody::Awaited };
-                s.mirror = MirrorHeaders { method: values("mcp-method"), name: values("mcp-name") };
+                s.mirror = MirrorHeaders::of(&headers);
             }
             Ok(McpRequest::NoBody) => {
                 state.borrow_mut().event_stream = head.method == "GET" && config.mcp.filter_lists;
@@ -130,6 +138,18 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         });
     }
     authenticate(worker, state, &token, false, now)
+}
+
+/// 400 for a header value that is not UTF-8: -32020 (HeaderMismatch: "a header value contains invalid
+/// characters") for MCP's own headers, -32600 for the others.
+fn undecodable_header(name: &str) -> Denial {
+    let message = format!("Header {:?} is not valid UTF-8", clip(name));
+    if name.starts_with("mcp-") {
+        let error = ProtocolError::new(400, HEADER_MISMATCH, format!("Header mismatch: {message}"));
+        Denial::new(Reason::HeaderMismatch, jsonrpc_reply::protocol_error(&error))
+    } else {
+        Denial::new(Reason::InvalidRequest, jsonrpc_reply::request_error(400, &message))
+    }
 }
 
 fn pass(state: &RefCell<StreamState>) -> Action {
@@ -327,7 +347,8 @@ fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Op
     let host = worker.host.as_ref();
     let changed = |name: &str| config.mcp.tool_pins.as_ref().is_some_and(|p| pins::definition_changed(host, p, name));
     let policy = &config.mcp.policy;
-    match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed) {
+    let declared = |name: &str| param_headers::declared(host, &config.mcp, name);
+    match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed, &declared) {
         Ok(authorized) => {
             for call in &authorized.calls {
                 worker.metrics.count_mcp(true, &call.method, call.target.as_deref());

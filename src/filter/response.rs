@@ -2,7 +2,8 @@
 //! issued is bound to the caller, and every JSON or SSE answer is read for list results to trim
 //! (`crate::mcp::lists`, `crate::mcp::list_scan`), whatever request it answers.
 
-use super::host::{Buffer, Map};
+use super::host::{Buffer, Headers, Map};
+use super::param_headers;
 use super::pins;
 use super::request::caller;
 use super::sessions;
@@ -26,19 +27,22 @@ struct ResponseHead<'a> {
     session_id: Option<&'a str>,
     content_type: &'a str,
     content_length: Option<&'a str>,
-    /// `Content-Encoding` other than identity: the body cannot be read.
+    /// `Content-Encoding` other than identity, or a `Content-Type`/`Content-Encoding` that is not even
+    /// UTF-8: the body cannot be read, so it is replaced rather than passed unchecked.
     encoded: bool,
 }
 
 impl<'a> ResponseHead<'a> {
-    fn of(headers: &'a [(String, String)]) -> ResponseHead<'a> {
-        let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    fn of(headers: &'a Headers) -> ResponseHead<'a> {
+        let value = |name: &str| headers.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let unreadable = headers.undecodable.iter().any(|n| n == "content-type" || n == "content-encoding");
         ResponseHead {
             status: value(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
             session_id: value("mcp-session-id"),
             content_type: value("content-type").unwrap_or(""),
             content_length: value("content-length"),
-            encoded: value("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")),
+            encoded: unreadable
+                || value("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")),
         }
     }
 }
@@ -137,12 +141,11 @@ pub fn on_body(worker: &Worker, state: &RefCell<StreamState>, body_size: usize, 
     let state = &mut *state;
     let Some(principal) = state.principal.clone() else { return Action::Continue };
     let listed = |name: &str, tool: &Value| {
+        param_headers::listed(host, &config.mcp, name, tool);
         config.mcp.tool_pins.as_ref().is_none_or(|p| pins::listed(host, &worker.metrics, p, name, tool))
     };
     let mut filter = ListFilter::new(&config.mcp.policy, &principal);
-    if config.mcp.tool_pins.is_some() {
-        filter.tool_check = Some(&listed);
-    }
+    filter.tool_check = Some(&listed);
     let first_id = state.lists.first().map(|(id, _)| id.clone()).unwrap_or(Value::Null);
     let max = config.mcp.max_list_response_bytes;
     let body = || host.buffer(Buffer::ResponseBody, 0, body_size);

@@ -3,9 +3,9 @@
 
 use crate::exchange::cache::Key;
 use crate::jwt::Principal;
-use crate::mcp::inspect::MirrorHeaders;
 use crate::mcp::list_scan::ListScan;
 use crate::mcp::lists::{ListKind, SseRewriter};
+use crate::mcp::mirror::MirrorHeaders;
 use serde_json::Value;
 use std::rc::Rc;
 

@@ -3,7 +3,7 @@
 //! callbacks, answering callouts, advancing the clock — then look at what each request got: resumed,
 //! answered, with which headers.
 
-use super::host::{Buffer, CalloutRequest, Host, Map};
+use super::host::{Buffer, CalloutRequest, Headers, Host, Map};
 use super::root::Root;
 use super::stream::Stream;
 use crate::http_reply::LocalReply;
@@ -23,6 +23,8 @@ const T0: u64 = 1_800_000_000_000;
 #[derive(Default)]
 struct Context {
     request_headers: Vec<(String, String)>,
+    /// Request headers whose value is not UTF-8 (what `ProxyWasmHost::headers` reports of them).
+    undecodable: Vec<String>,
     request_body: Vec<u8>,
     reply: Option<LocalReply>,
     resumed: bool,
@@ -83,12 +85,14 @@ impl FakeHost {
         contexts.get(&context)?.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
     }
 
-    fn map_headers(&self, map: Map) -> Vec<(String, String)> {
-        match map {
+    fn map_headers(&self, map: Map) -> Headers {
+        let pairs = match map {
             Map::RequestHeaders => self.with(|c| c.request_headers.clone()),
             Map::ResponseHeaders => Vec::new(),
             Map::CalloutResponseHeaders => self.answer.borrow().0.clone(),
-        }
+        };
+        let undecodable = if map == Map::RequestHeaders { self.with(|c| c.undecodable.clone()) } else { Vec::new() };
+        Headers { pairs, undecodable }
     }
 
     fn take_dispatched(&self) -> Vec<Dispatched> {
@@ -102,14 +106,14 @@ impl Host for FakeHost {
         self.now.get()
     }
 
-    fn headers(&self, map: Map) -> Vec<(String, String)> {
+    fn headers(&self, map: Map) -> Headers {
         self.log(format!("headers {map:?}"));
         self.map_headers(map)
     }
 
     fn header(&self, map: Map, name: &str) -> Option<String> {
         self.log(format!("header {map:?} {name}"));
-        self.map_headers(map).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.map_headers(map).pairs.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     fn set_header(&self, map: Map, name: &str, value: Option<&str>) {
@@ -117,6 +121,7 @@ impl Host for FakeHost {
         assert_eq!(map, Map::RequestHeaders, "these tests set request headers only");
         self.with(|c| {
             c.request_headers.retain(|(n, _)| n != name);
+            c.undecodable.retain(|n| n != name);
             if let Some(v) = value {
                 c.request_headers.push((name.to_string(), v.to_string()));
             }
@@ -247,8 +252,21 @@ impl Filter {
 
     /// A new request: its headers arrive (`end_of_stream`: no body follows).
     fn request(&mut self, id: u32, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
+        self.request_with_undecodable(id, headers, &[], end_of_stream)
+    }
+
+    /// `request`, with headers whose value is not UTF-8 (named in `undecodable`).
+    fn request_with_undecodable(
+        &mut self,
+        id: u32,
+        headers: &[(&str, &str)],
+        undecodable: &[&str],
+        end_of_stream: bool,
+    ) -> Action {
         let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        self.host.contexts.borrow_mut().insert(id, Context { request_headers: headers, ..Default::default() });
+        let undecodable = undecodable.iter().map(|n| n.to_string()).collect();
+        let context = Context { request_headers: headers, undecodable, ..Default::default() };
+        self.host.contexts.borrow_mut().insert(id, context);
         let stream = self.root.new_stream(id).expect("configured");
         self.host.effective.set(id);
         let action = stream.on_request_headers(end_of_stream);
@@ -328,6 +346,25 @@ fn get(path: &str, token: &str) -> Vec<(String, String)> {
 
 fn headers_of(owned: &[(String, String)]) -> Vec<(&str, &str)> {
     owned.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+}
+
+#[test]
+fn a_header_value_that_is_not_utf8_is_refused_on_guarded_paths_and_stripped_everywhere() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()], "paths": [{"prefix": "/api"}],
+                                   "claim_headers": [{"claim": "sub", "header": "x-user-sub"}]}));
+    let request = get("/api/items", &token("alice", "read"));
+    assert_eq!(f.request_with_undecodable(2, &headers_of(&request), &["mcp-name"], true), Action::Pause);
+    let reply = f.host.reply(2).expect("refused");
+    assert_eq!(reply.status, 400);
+    let body: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(body["error"]["code"], -32020);
+    assert_eq!(f.host.counter("mcp_authz.denied"), 1);
+
+    // Off the guarded paths the request passes, but a claim header the filter cannot read is still a
+    // client's copy of a header that is the filter's to set: removed.
+    let public = [(":method", "GET"), (":path", "/public")];
+    assert_eq!(f.request_with_undecodable(3, &public, &["x-user-sub", "x-other"], true), Action::Continue);
+    assert_eq!(f.host.contexts.borrow()[&3].undecodable, vec!["x-other".to_string()]);
 }
 
 #[test]
@@ -573,4 +610,49 @@ fn nothing_is_exported_unless_configured() {
     f.request(2, &headers_of(&get("/mcp", &token("alice", ""))), true);
     assert!(f.host.resumed(2) || f.host.reply(2).is_none());
     assert!(properties(&f, 2).is_empty());
+}
+
+#[test]
+fn mirror_headers_are_checked_against_configured_and_learned_parameters() {
+    let schema =
+        |header: &str| json!({"type": "object", "properties": {"q": {"type": "string", "x-mcp-header": header}}});
+    let mut f = Filter::new(json!({
+        "providers": [inline_keys()],
+        "mcp": {"rules": [{"method": "tools/call", "name": "*"}], "param_headers": {"configured": schema("Q")}}
+    }));
+    // Another worker read a tools/list showing `listed` with an x-mcp-header on `q`: shared data holds it.
+    let other = crate::config::parse(json!({"providers": [inline_keys()]}).to_string().as_bytes()).unwrap();
+    let mcp = &other.mcp;
+    super::param_headers::listed(
+        f.host.as_ref(),
+        mcp,
+        "listed",
+        &json!({"name": "listed", "inputSchema": schema("Q")}),
+    );
+    let alice = token("alice", "read");
+    let mut id = 1;
+    let mut send = |tool: &str, q: &str, extra: &[(&str, &str)]| {
+        id += 1;
+        let mut headers = post(&alice);
+        for (n, v) in [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)]
+            .iter()
+            .chain(extra)
+        {
+            headers.push((n.to_string(), v.to_string()));
+        }
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                          "params": {"name": tool, "arguments": {"q": q}, "_meta": meta}});
+        f.request(id, &headers_of(&headers), false);
+        f.body(id, body.to_string().as_bytes());
+        f.host.reply(id).map(|r| (r.status, serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"].clone()))
+    };
+    let refused = Some((400, json!(-32020)));
+    for tool in ["configured", "listed"] {
+        assert_eq!(send(tool, "safe", &[("mcp-param-q", "safe")]), None, "{tool}: agreeing header passes");
+        assert_eq!(send(tool, "evil", &[("mcp-param-q", "safe")]), refused, "{tool}: forged");
+        assert_eq!(send(tool, "evil", &[]), refused, "{tool}: missing");
+    }
+    assert_eq!(send("other", "evil", &[("mcp-param-q", "safe")]), None, "a tool the filter knows nothing of");
+    assert_eq!(f.host.counter("mcp_authz.denied.header_mismatch"), 4);
 }

@@ -4,6 +4,7 @@
 
 use super::arguments::{self, ArgumentCondition, ArgumentTest};
 use super::glob::Glob;
+use super::mirror::{self, ParamHeader};
 use super::pins::{self, ToolPins};
 use super::rules::{self, ClaimCondition, ClaimTest, Policy, Rule, Unlisted};
 use super::sessions::SessionPolicy;
@@ -37,6 +38,9 @@ pub struct McpConfig {
     pub sessions: SessionPolicy,
     /// Tool-definition pinning (`tool_pins`), when configured.
     pub tool_pins: Option<ToolPins>,
+    /// `x-mcp-header` parameters of tools, as configured (`param_headers`); others are learned from
+    /// `tools/list` answers.
+    pub param_headers: Vec<(String, Vec<ParamHeader>)>,
 }
 
 impl McpConfig {
@@ -70,6 +74,8 @@ pub(crate) struct RawMcp {
     mode: Option<String>,
     #[serde(default)]
     tool_pins: Option<RawToolPins>,
+    #[serde(default)]
+    param_headers: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -232,6 +238,14 @@ pub(crate) fn validate_mcp(
         scopes,
     };
     let tool_pins = validate_tool_pins(&format!("{field}.tool_pins"), m.tool_pins)?;
+    let param_headers = m
+        .param_headers
+        .into_iter()
+        .map(|(name, schema)| match mirror::declared(&schema) {
+            Ok(params) => Ok((name, params)),
+            Err(why) => Err(ConfigError::new(format!("{field}.param_headers.{name}"), why)),
+        })
+        .collect::<Result<_, _>>()?;
     let sessions = validate_sessions(&format!("{field}.sessions"), m.sessions.unwrap_or_default())?;
     Ok(McpConfig {
         paths,
@@ -243,6 +257,7 @@ pub(crate) fn validate_mcp(
         max_list_response_bytes,
         sessions,
         tool_pins,
+        param_headers,
     })
 }
 

@@ -1,20 +1,13 @@
-//! The decision over one MCP POST body: parse, check the 2026-07-28 mirror headers, authorize every
+//! The decision over one MCP POST body: parse, check the 2026-07-28 mirror headers (`mirror`), authorize every
 //! message. Returns what the response path needs (ids of list requests to filter) or the refusal.
 
-use super::jsonrpc::{self, Call, HEADER_MISMATCH, Message, ProtocolError};
+use super::jsonrpc::{self, Message, ProtocolError};
 use super::lists::ListKind;
+use super::mirror::{self, MirrorHeaders, ParamHeader};
 use super::rules::{Access, Policy};
 use crate::jwt::Principal;
 use crate::outcome::Reason;
-use base64::Engine;
 use serde_json::Value;
-
-/// Values of the `Mcp-Method` and `Mcp-Name` request headers (all occurrences).
-#[derive(Debug, Default, Clone)]
-pub struct MirrorHeaders {
-    pub method: Vec<String>,
-    pub name: Vec<String>,
-}
 
 #[derive(Debug, PartialEq)]
 pub struct Authorized {
@@ -80,9 +73,11 @@ pub fn inspect(
     principal: &Principal,
     filter_lists: bool,
     definition_changed: &dyn Fn(&str) -> bool,
+    declared_params: &dyn Fn(&str) -> Option<Vec<ParamHeader>>,
 ) -> Result<Authorized, Refusal> {
-    let parsed = jsonrpc::parse_with(body, policy.reads_arguments()).map_err(Refusal::Protocol)?;
-    check_mirror_headers(&parsed, mirror).map_err(Refusal::Protocol)?;
+    let arguments = policy.reads_arguments() || mirror.needs_arguments();
+    let parsed = jsonrpc::parse_with(body, arguments).map_err(Refusal::Protocol)?;
+    mirror::check(&parsed, mirror, declared_params).map_err(Refusal::Protocol)?;
     let mut refused = Vec::new();
     let mut others = Vec::new();
     let mut authorized = Authorized { lists: Vec::new(), calls: Vec::new() };
@@ -129,49 +124,6 @@ pub fn inspect(
     if refused.is_empty() { Ok(authorized) } else { Err(Refusal::Forbidden { refused, others, batch: parsed.batch }) }
 }
 
-/// MCP 2026-07-28 mirrors `method` and the target into `Mcp-Method` / `Mcp-Name` so that proxies can
-/// route on headers. Decisions here use the body; but if the headers are present they must agree with
-/// it, so that header-based policy further down the chain sees the request that was authorized.
-fn check_mirror_headers(body: &jsonrpc::Body, mirror: &MirrorHeaders) -> Result<(), ProtocolError> {
-    if mirror.method.is_empty() && mirror.name.is_empty() {
-        return Ok(());
-    }
-    let mismatch = |what: &str| ProtocolError::new(400, HEADER_MISMATCH, format!("Header mismatch: {what}"));
-    if mirror.method.len() > 1 || mirror.name.len() > 1 {
-        return Err(mismatch("Mcp-Method or Mcp-Name appears more than once"));
-    }
-    let single = if body.batch { None } else { body.messages.first() };
-    let Some(Message::Call(Call { id, method, target, .. })) = single else {
-        return Err(mismatch("Mcp-Method and Mcp-Name describe a single request, not a batch or a response"));
-    };
-    let with_id = |mut e: ProtocolError| {
-        e.id = id.clone().unwrap_or(Value::Null);
-        e
-    };
-    if mirror.method.first() != Some(method) {
-        return Err(with_id(mismatch("Mcp-Method does not match the body's method")));
-    }
-    match (target, mirror.name.first()) {
-        (Some(target), Some(header)) if decode_header_value(header).as_ref() == Some(target) => Ok(()),
-        (None, None) => Ok(()),
-        (Some(_), _) => Err(with_id(mismatch("Mcp-Name does not match the body's name or uri"))),
-        (None, Some(_)) => Err(with_id(mismatch("Mcp-Name is set for a method without a name"))),
-    }
-}
-
-/// `=?base64?<standard base64>?=` carries values that are not plain printable ASCII (MCP 2026-07-28).
-/// A malformed sentinel decodes to None, so it never matches.
-fn decode_header_value(value: &str) -> Option<String> {
-    let Some(payload) = value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) else {
-        return Some(value.to_string());
-    };
-    let bytes = base64::engine::general_purpose::STANDARD.decode(payload).ok()?;
-    if base64::engine::general_purpose::STANDARD.encode(&bytes) != payload {
-        return None;
-    }
-    String::from_utf8(bytes).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +163,7 @@ mod tests {
     }
 
     fn run(body: &str, mirror: MirrorHeaders) -> Result<Authorized, Refusal> {
-        inspect(body.as_bytes(), &mirror, &policy(), &reader(), true, &|_| false)
+        inspect(body.as_bytes(), &mirror, &policy(), &reader(), true, &|_| false, &|_| None)
     }
 
     fn call(name: &str, id: i64) -> String {
@@ -249,32 +201,5 @@ mod tests {
     #[test]
     fn client_responses_pass() {
         assert!(run(r#"{"jsonrpc":"2.0","id":5,"result":{}}"#, MirrorHeaders::default()).is_ok());
-    }
-
-    #[test]
-    fn mirror_headers_must_agree_with_body() {
-        let m = |method: &str, name: Option<&str>| MirrorHeaders {
-            method: vec![method.into()],
-            name: name.map(|n| vec![n.to_string()]).unwrap_or_default(),
-        };
-        assert!(run(&call("getTasks", 1), m("tools/call", Some("getTasks"))).is_ok());
-        let code = |r: Result<Authorized, Refusal>| match r {
-            Err(Refusal::Protocol(e)) => (e.status, e.code),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(code(run(&call("getTasks", 1), m("tools/list", Some("getTasks")))), (400, HEADER_MISMATCH));
-        assert_eq!(code(run(&call("getTasks", 1), m("tools/call", Some("createTask")))), (400, HEADER_MISMATCH));
-        assert_eq!(code(run(&call("getTasks", 1), m("tools/call", None))), (400, HEADER_MISMATCH));
-        let body = format!("[{}]", call("getTasks", 1));
-        assert_eq!(code(run(&body, m("tools/call", Some("getTasks")))), (400, HEADER_MISMATCH));
-        // Sentinel form for non-ASCII names.
-        let body = call("tâche", 3);
-        let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode("tâche"));
-        let policy = Policy::allow_all();
-        let mirror = m("tools/call", Some(&encoded));
-        assert!(inspect(body.as_bytes(), &mirror, &policy, &reader(), true, &|_| false).is_ok());
-        assert_eq!(decode_header_value("=?base64?dA==?="), Some("t".into()));
-        assert_eq!(decode_header_value("=?base64?dB==?="), None, "non-canonical");
-        assert_eq!(decode_header_value("=?base64?!!?="), None);
     }
 }

@@ -74,7 +74,8 @@ pub type ToolCheck<'a> = &'a dyn Fn(&str, &Value) -> bool;
 pub struct ListFilter<'a> {
     pub policy: &'a Policy,
     pub principal: &'a Principal,
-    /// Tools whose definition no longer matches their pin are hidden from everyone.
+    /// Sees every tool the caller is shown (the glue learns `x-mcp-header` parameters there); a tool it
+    /// refuses (a definition no longer matching its pin) is hidden from everyone.
     pub tool_check: Option<ToolCheck<'a>>,
 }
 

@@ -9,6 +9,7 @@ pub mod jsonrpc;
 pub mod jsonrpc_reply;
 pub mod list_scan;
 pub mod lists;
+pub mod mirror;
 pub mod pins;
 pub mod rules;
 pub mod sessions;
