@@ -43,6 +43,15 @@ pub struct Config {
     pub decision_export: Vec<export::Field>,
 }
 
+impl Config {
+    /// The provider whose introspection endpoint `token` goes to, if one takes it.
+    pub fn introspecting(&self, token: &str) -> Option<usize> {
+        self.providers
+            .iter()
+            .position(|p| p.introspection.as_ref().is_some_and(|s| crate::introspection::introspects(s, token)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenSource {
     /// Lower-case header name.
@@ -146,6 +155,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         if providers.iter().any(|q: &Provider| q.name == provider.name) {
             return Err(ConfigError::new(format!("providers[{i}].name"), "provider names must be unique"));
+        }
+        // An opaque token names no issuer: with two endpoints the filter could not tell which to ask.
+        if provider.introspection.is_some() && providers.iter().any(|q: &Provider| q.introspection.is_some()) {
+            return Err(ConfigError::new(
+                format!("providers[{i}].introspection"),
+                "only one provider may use introspection (an opaque token does not say who issued it)",
+            ));
         }
         providers.push(provider);
     }

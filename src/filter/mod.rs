@@ -18,6 +18,7 @@ mod answer;
 mod drain;
 mod exchange;
 pub mod host;
+mod introspect;
 mod keys;
 pub mod metrics;
 mod parked;

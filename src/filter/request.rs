@@ -7,6 +7,7 @@
 use super::answer::{self, deny};
 use super::exchange;
 use super::host::{Buffer, Map};
+use super::introspect::{self, Begun, Verified};
 use super::metrics::RuleOutcome;
 use super::parked::{Parked, Wait};
 use super::pins;
@@ -175,6 +176,12 @@ pub fn on_trailers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>) -> Act
 /// and must be resumed if it may go on (true when called from the root context).
 pub fn authenticate(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token: &str, held: bool) -> Action {
     let config = worker.config.clone();
+    if let Some(provider) = config.introspecting(token) {
+        return match introspect::authenticate(worker, state, token, provider) {
+            Begun::Verified(principal) => authenticated(worker, state, principal, token, held),
+            Begun::Pending => Action::Pause,
+        };
+    }
     let host = worker.host.as_ref();
     let now = worker.now_ms();
     let mut verdict = worker.authn.borrow_mut().authenticate(token, (now / 1000) as i64);
@@ -219,8 +226,21 @@ pub fn authenticate(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token
     Action::Pause
 }
 
-/// The token is verified: identity headers for the upstream, the session check, then the body.
-fn authenticated(
+/// Goes on with requests whose tokens were introspected while they were held (each under its context).
+pub(super) fn resume_verified(worker: &Rc<Worker>, verified: Vec<Verified>) {
+    for v in verified {
+        let token = v.stream.borrow().token.clone();
+        if let Some(token) = token
+            && worker.host.enter(v.context_id)
+        {
+            authenticated(worker, &v.stream, v.principal, &token, true);
+        }
+    }
+}
+
+/// The token is verified (or introspected): identity headers for the upstream, the session check, then
+/// the body.
+pub(super) fn authenticated(
     worker: &Rc<Worker>,
     state: &Rc<RefCell<StreamState>>,
     principal: Rc<Principal>,
