@@ -375,6 +375,38 @@ mod tests {
     }
 
     #[test]
+    fn introspection_providers_are_checked_at_load() {
+        let endpoint = json!({"cluster": "as", "authority": "as.test", "path": "/introspect", "client_id": "gw",
+                              "client_secret": "s"});
+        let opaque = |issuer: &str| json!({"issuer": issuer, "audiences": ["a"], "introspection": endpoint});
+        let mut doc = base();
+        doc["providers"].as_array_mut().unwrap().push(opaque("https://as"));
+        let config = parse(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(config.introspecting("opaque-token"), Some(1));
+        assert_eq!(config.introspecting("h.p.s"), None);
+        doc["providers"].as_array_mut().unwrap().push(opaque("https://as2"));
+        assert_eq!(error(doc).field, "providers[2].introspection");
+        let both = with(
+            &["providers"],
+            json!([{"issuer": "i", "audiences": ["a"], "jwks": {"inline": {"keys": []}},
+                                                "introspection": endpoint}]),
+        );
+        assert_eq!(error(both).field, "providers[0].jwks");
+        let neither = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"]}]));
+        assert_eq!(error(neither).field, "providers[0].jwks");
+        let algs = with(
+            &["providers"],
+            json!([{"issuer": "i", "audiences": ["a"], "introspection": endpoint,
+                                                "algorithms": ["RS256"]}]),
+        );
+        assert_eq!(error(algs).field, "providers[0].algorithms");
+        let mut bad = endpoint.clone();
+        bad["client_auth"] = json!("private_key_jwt");
+        let bad = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"], "introspection": bad}]));
+        assert_eq!(error(bad).field, "providers[0].introspection.client_auth");
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (with(&["extra"], json!(1)), ""),
