@@ -384,13 +384,16 @@ mod tests {
         let config = parse(doc.to_string().as_bytes()).unwrap();
         assert_eq!(config.introspecting("opaque-token"), Some(1));
         assert_eq!(config.introspecting("h.p.s"), None);
+        assert!(!config.providers[1].verifies_jwts());
         doc["providers"].as_array_mut().unwrap().push(opaque("https://as2"));
         assert_eq!(error(doc).field, "providers[2].introspection");
-        let both = with(
-            &["providers"],
-            json!([{"issuer": "i", "audiences": ["a"], "jwks": {"inline": {"keys": []}},
-                                                "introspection": endpoint}]),
-        );
+        let mut all = endpoint.clone();
+        all["tokens"] = json!("all");
+        let jwks = json!({"inline": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED_X}]}});
+        let both = json!([{"issuer": "i", "audiences": ["a"], "jwks": jwks, "introspection": endpoint}]);
+        assert!(parse(with(&["providers"], both).to_string().as_bytes()).unwrap().providers[0].verifies_jwts());
+        let both =
+            with(&["providers"], json!([{"issuer": "i", "audiences": ["a"], "jwks": jwks, "introspection": all}]));
         assert_eq!(error(both).field, "providers[0].jwks");
         let neither = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"]}]));
         assert_eq!(error(neither).field, "providers[0].jwks");

@@ -32,6 +32,14 @@ pub struct Provider {
     pub introspection: Option<Introspection>,
 }
 
+impl Provider {
+    /// Whether JWTs naming this issuer are verified here: not for a provider with `introspection` and no
+    /// `jwks` (it holds an empty key set).
+    pub fn verifies_jwts(&self) -> bool {
+        self.introspection.is_none() || !matches!(&self.jwks, JwksSource::Inline(set) if set.keys.is_empty())
+    }
+}
+
 #[derive(Debug)]
 pub enum JwksSource {
     Remote(RemoteJwks),
@@ -120,16 +128,30 @@ pub(crate) fn validate_provider(field: &str, p: RawProvider) -> Result<Provider,
     if let Some(i) = p.audiences.iter().position(String::is_empty) {
         return Err(ConfigError::new(format!("{field}.audiences[{i}]"), "must not be empty"));
     }
-    let introspection = match (&p.introspection, &p.jwks, &p.algorithms) {
-        (Some(_), Some(_), _) | (None, None, _) => {
-            return Err(ConfigError::new(format!("{field}.jwks"), "set exactly one of \"jwks\" or \"introspection\""));
+    let introspection = match &p.introspection {
+        Some(raw) => Some(introspection::validate(&format!("{field}.introspection"), raw)?),
+        None => None,
+    };
+    // An issuer may sign JWTs and issue opaque tokens: `jwks` verifies the first, `introspection` checks
+    // the others. With `tokens: "all"` nothing is left for keys to verify.
+    match (&introspection, &p.jwks, &p.algorithms) {
+        (None, None, _) => {
+            return Err(ConfigError::new(format!("{field}.jwks"), "required unless \"introspection\" is set"));
+        }
+        (Some(s), Some(_), _) if s.tokens == introspection::Tokens::All => {
+            return Err(ConfigError::new(
+                format!("{field}.jwks"),
+                "unused: introspection.tokens \"all\" sends every token to the introspection endpoint",
+            ));
         }
         (Some(_), None, Some(_)) => {
-            return Err(ConfigError::new(format!("{field}.algorithms"), "does not apply to an introspection provider"));
+            return Err(ConfigError::new(
+                format!("{field}.algorithms"),
+                "applies to JWTs only, and this provider has no jwks",
+            ));
         }
-        (Some(raw), None, None) => Some(introspection::validate(&format!("{field}.introspection"), raw)?),
-        (None, Some(_), _) => None,
-    };
+        _ => {}
+    }
     let algorithms = match p.algorithms {
         None => Algorithm::ALL.to_vec(),
         Some(names) if names.is_empty() => {
