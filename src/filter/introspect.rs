@@ -122,7 +122,7 @@ fn dispatch(
     state.borrow_mut().introspection = Some(wait);
     match result {
         Ok(_) => Vec::new(),
-        Err(_) => settle(worker, state, Err(Unavailable::Refused), true),
+        Err(_) => settle(worker, state, Err(Unavailable::Refused), "", true),
     }
 }
 
@@ -132,36 +132,37 @@ pub fn on_callout(worker: &Rc<Worker>, token_id: u32, num_headers: usize, body_s
     let host = worker.host.as_ref();
     let status = if num_headers == 0 { None } else { host.header(Map::CalloutResponseHeaders, ":status") };
     let status = status.map(|s| s.parse::<u16>().unwrap_or(0));
+    let body =
+        if body_size > MAX_ANSWER_BYTES { Vec::new() } else { host.buffer(Buffer::CalloutResponseBody, 0, body_size) };
     let answer = if body_size > MAX_ANSWER_BYTES {
         Err(Unavailable::Garbage)
     } else {
-        introspection::read_answer(status, &host.buffer(Buffer::CalloutResponseBody, 0, body_size))
+        introspection::read_answer(status, &body)
     };
+    let kept = answer.as_ref().map_or_else(|_| String::new(), |a| introspection::cache_form(a, &body));
     let Some(state) = stream.upgrade() else { return Some(Vec::new()) };
     let ours = matches!(&state.borrow().introspection, Some(w) if w.callout == Some(token_id));
     if !ours || !host.enter(context_id) {
         return Some(Vec::new());
     }
-    Some(settle(worker, &state, answer, true))
+    Some(settle(worker, &state, answer, &kept, true))
 }
 
 /// Ends the flight of the stream whose context is effective with the endpoint's answer (or its
-/// absence): keeps a usable answer here and for every worker, frees the lease on failure, then judges
-/// the token for this stream and every follower.
+/// absence; `kept`: the answer's cache form): keeps a usable answer here and (`shared`) for every
+/// worker, frees the lease on failure, then judges the token for this stream and every follower.
 fn settle(
     worker: &Rc<Worker>,
     state: &Rc<RefCell<StreamState>>,
     answer: Result<Answer, Unavailable>,
+    kept: &str,
     shared: bool,
 ) -> Vec<Verified> {
     let Some(wait) = state.borrow_mut().introspection.take() else { return Vec::new() };
     let Some(s) = settings(worker, wait.provider) else { return Vec::new() };
     let now = worker.now_ms();
-    let kept = answer
-        .as_ref()
-        .ok()
-        .and_then(|a| Some((introspection::encode(a), introspection::reusable_until_ms(s, a, now)?)));
-    let kept = kept.as_ref().map(|(doc, until)| (doc.as_str(), *until));
+    let kept =
+        answer.as_ref().ok().and_then(|a| introspection::reusable_until_ms(s, a, now)).map(|until| (kept, until));
     let followers = worker.introspection_cache.borrow_mut().complete(&wait.key, kept);
     if shared && worker.introspection_slots > 0 && (wait.leased || kept.is_some()) {
         publish(worker, worker.introspection_slots, &wait.key, kept);
@@ -244,13 +245,13 @@ pub fn poll_remote(
         return Vec::new();
     }
     match claim(worker, worker.introspection_slots, &key, now, now + callout.timeout_ms + 1_000) {
-        Claim::Token { token: cached, .. } => settle(worker, state, introspection::decode(&cached), false),
+        Claim::Token { token: cached, .. } => settle(worker, state, introspection::decode(&cached), &cached, false),
         Claim::Wait { until_ms } if now < parked.deadline_ms => {
             *lease_until_ms = until_ms.min(parked.deadline_ms);
             worker.parked.park(parked);
             Vec::new()
         }
-        Claim::Wait { .. } => settle(worker, state, Err(Unavailable::TimedOut), false),
+        Claim::Wait { .. } => settle(worker, state, Err(Unavailable::TimedOut), "", false),
         Claim::Lead { leased } => {
             let Some(mut wait) = state.borrow_mut().introspection.take() else { return Vec::new() };
             wait.waits_remote = false;

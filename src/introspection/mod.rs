@@ -101,10 +101,11 @@ fn decode_object(mut doc: Map<String, Value>) -> Result<Answer, Unavailable> {
     }
 }
 
-/// The answer as kept in the caches: the claims object, or an empty string for "inactive".
-pub fn encode(answer: &Answer) -> String {
+/// The answer as kept in the caches: the endpoint's own document (`body`) for an active token, read
+/// again on use; an empty string for "inactive".
+pub fn cache_form(answer: &Answer, body: &[u8]) -> String {
     match answer {
-        Answer::Active(claims) => serde_json::to_string(claims).unwrap_or_default(),
+        Answer::Active(_) => String::from_utf8_lossy(body).into_owned(),
         Answer::Inactive => String::new(),
     }
 }
@@ -114,10 +115,7 @@ pub fn decode(cached: &str) -> Result<Answer, Unavailable> {
     if cached.is_empty() {
         return Ok(Answer::Inactive);
     }
-    match serde_json::from_str(cached) {
-        Ok(Value::Object(claims)) => Ok(Answer::Active(claims)),
-        _ => Err(Unavailable::Garbage),
-    }
+    read_answer(Some(200), cached.as_bytes())
 }
 
 /// Until when (Unix ms) an answer may be reused: an active one until its `exp`, never longer than
@@ -230,9 +228,11 @@ mod tests {
 
     #[test]
     fn cached_form_round_trips() {
-        let answer = active(json!({"active": true, "sub": "alice", "exp": NOW}));
-        assert_eq!(decode(&encode(&answer)), Ok(answer));
-        assert_eq!(decode(&encode(&Answer::Inactive)), Ok(Answer::Inactive));
+        let body = json!({"active": true, "sub": "alice", "exp": NOW}).to_string();
+        let answer = read_answer(Some(200), body.as_bytes()).unwrap();
+        assert_eq!(decode(&cache_form(&answer, body.as_bytes())), Ok(answer));
+        let inactive = br#"{"active":false,"sub":"x"}"#;
+        assert_eq!(decode(&cache_form(&Answer::Inactive, inactive)), Ok(Answer::Inactive));
         assert_eq!(decode("[1]"), Err(Unavailable::Garbage));
     }
 
