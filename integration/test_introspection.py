@@ -161,8 +161,9 @@ def test_active_answer_is_cached(stack: IntrospectionStack) -> None:
 
 
 @pytest.mark.parametrize("behaviour", [("status", 500), "garbage", ("status", 200, {"active": "yes"}),
+                                       ("status", 200, {"active": True, "aud": AUDIENCE, "pad": "x" * 70_000}),
                                        ("delay", TIMEOUT_MS / 1000 + 1.5)],
-                         ids=["5xx", "not_json", "active_not_boolean", "slower_than_timeout"])
+                         ids=["5xx", "not_json", "active_not_boolean", "over_64KiB", "slower_than_timeout"])
 def test_endpoint_failure_is_503_then_recovers(stack: IntrospectionStack, behaviour) -> None:
     token = stack.opaque(sub="after-failure")
     stack.idp.script(behaviour)
