@@ -37,7 +37,7 @@ from harness.jsonrpc import received_messages
 from stack import config
 from stack.local import ALL_TOOLS
 
-STEPS = ("list-tools", "allowed-call", "denied-call", "connector-exchange", "rfc8693-exchange")
+STEPS = ("list-tools", "allowed-call", "denied-call", "connector-exchange", "rfc8693-exchange", "opaque-token")
 SESSION_TIMEOUT = 60.0
 USER = config.DEMO_USER
 
@@ -89,6 +89,12 @@ class Demo:
     # -- helpers ----------------------------------------------------------------------------------
     def token(self, scope: str) -> str:
         r = httpx.post(f"{self.ep.idp}/token", json={"sub": USER, "scope": scope, "alg": "RS256"}, timeout=10)
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    def opaque_token(self, scope: str) -> str:
+        """An opaque access token: the IdP alone knows what it means (it answers /introspect)."""
+        r = httpx.post(f"{self.ep.idp}/token", json={"sub": USER, "scope": scope, "opaque": True}, timeout=10)
         r.raise_for_status()
         return r.json()["access_token"]
 
@@ -152,6 +158,14 @@ class Demo:
             await self.step_rfc8693(client, writer)
 
         await self.session(writer, as_writer)
+        opaque = self.opaque_token("read:tasks")
+        self.say()
+        self.say(f"6. The IdP issues an opaque token ({mask(opaque)}): the filter asks the IdP's introspection endpoint")
+
+        async def with_opaque(client: Client, http_log: list) -> None:
+            await self.step_opaque(client)
+
+        await self.session(opaque, with_opaque)
 
     async def step_list(self, client: Client) -> None:
         names = sorted(t.name for t in (await client.list_tools()).tools)
@@ -272,6 +286,20 @@ class Demo:
         self.status("rfc8693-exchange", ok, f"createTask -> {text.splitlines()[0] if text else '(empty)'}{detail}")
         if not ok:
             self.explain_missing_credentials()
+
+    async def step_opaque(self, client: Client) -> None:
+        try:
+            result = await client.call_tool("whoami", {})
+        except MCPError as e:
+            self.status("opaque-token", False, f"whoami refused: {e}")
+            return
+        try:
+            seen = json.loads(self.text(result))
+        except ValueError:
+            seen = {}
+        ok = not result.is_error and seen.get("x-user-sub") == USER and seen.get("x-user-scopes") == "read:tasks"
+        self.status("opaque-token", ok, f"whoami -> the MCP server saw x-user-sub={seen.get('x-user-sub')} "
+                                        f"x-user-scopes={seen.get('x-user-scopes')} (claims from the introspection answer)")
 
     def explain_missing_credentials(self) -> None:
         if self.stack is not None and self.stack.credentials_supported is False:

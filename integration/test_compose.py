@@ -273,5 +273,5 @@ def test_compose_commands_serve_the_demo_session(tmp_path):
                                 preexec_fn=die_with_parent)
         out = result.stdout + result.stderr
         assert result.returncode == 0, out
-        assert "RESULT: 5/5 steps as expected" in out, out
+        assert "RESULT: 6/6 steps as expected" in out, out
         assert "[ok] connector-exchange" in out and "[ok] rfc8693-exchange" in out, out

@@ -93,7 +93,16 @@ pub fn ambiguous_path() -> LocalReply {
 
 /// 503 while no key set could be loaded: the client's token may be fine, so not a 401.
 pub fn keys_unavailable() -> LocalReply {
-    LocalReply::error(503, "temporarily_unavailable", "Signing keys are not available yet; retry later")
+    unavailable("Signing keys are not available yet; retry later")
+}
+
+/// The token could not be introspected (endpoint down, slow, or answering garbage): never an allow.
+pub fn introspection_unavailable() -> LocalReply {
+    unavailable("The token could not be checked; retry later")
+}
+
+fn unavailable(description: &str) -> LocalReply {
+    LocalReply::error(503, "temporarily_unavailable", description)
         .with_header("retry-after", KEYS_RETRY_AFTER_SECONDS.to_string())
 }
 

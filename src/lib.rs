@@ -8,7 +8,7 @@
 //! | is this configuration valid? (errors name the field) | [`config`], and each section's own: [`jwt::provider`], [`metadata`], [`path`], [`mcp::config`], [`exchange::config`] |
 //! | which path is this, and is it guarded? | [`path`] (readings of a path), [`authn::request_path`] |
 //! | what to do with a request's head (bypass, serve metadata, refuse, authenticate)? | [`authn`] |
-//! | is the token valid, and who is calling? | [`jwt`] (parsing, keys, signatures, claims, cache) |
+//! | is the token valid, and who is calling? | [`jwt`] (parsing, keys, signatures, claims, cache), [`introspection`] (opaque tokens, RFC 7662) |
 //! | when are keys fetched, and who fetches? | [`jwks`] |
 //! | is this MCP body allowed for this caller? | [`mcp::jsonrpc`] (reading it), [`mcp::inspect`], [`mcp::rules`] |
 //! | does a token's scope cover what a rule requires (broader scopes implying narrower ones)? | [`scopes`] |
@@ -38,6 +38,7 @@ pub mod config;
 pub mod exchange;
 pub mod export;
 pub mod http_reply;
+pub mod introspection;
 pub mod json_strict;
 pub mod jwks;
 pub mod jwt;

@@ -34,10 +34,12 @@ pub enum Reason {
     ArgumentNotAllowed,
     /// The tool's definition no longer matches its pin.
     ToolDefinitionChanged,
+    /// The introspection endpoint gave no usable answer.
+    IntrospectionUnavailable,
 }
 
 /// Every reason that is not a token rejection, in the order they are documented (docs/metrics.md).
-const REQUEST_REASONS: [Reason; 21] = [
+const REQUEST_REASONS: [Reason; 22] = [
     Reason::MissingToken,
     Reason::MultipleTokens,
     Reason::JwksUnavailable,
@@ -59,6 +61,7 @@ const REQUEST_REASONS: [Reason; 21] = [
     Reason::SessionNotOwned,
     Reason::ArgumentNotAllowed,
     Reason::ToolDefinitionChanged,
+    Reason::IntrospectionUnavailable,
 ];
 
 impl Reason {
@@ -86,6 +89,7 @@ impl Reason {
             Reason::SessionNotOwned => "session_not_owned",
             Reason::ArgumentNotAllowed => "argument_not_allowed",
             Reason::ToolDefinitionChanged => "tool_definition_changed",
+            Reason::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 

@@ -131,7 +131,8 @@ DEMO_LINES = [
     "JSON-RPC error -32003: Insufficient scope: requires write:tasks",
     "[ok] connector-exchange: get_reddit_user -> the provider knows this user as alice_on_reddit",
     "[ok] rfc8693-exchange: createTask -> Created task: Try mcp-authz",
-    "RESULT: 5/5 steps as expected",
+    "[ok] opaque-token: whoami -> the MCP server saw x-user-sub=alice x-user-scopes=read:tasks",
+    "RESULT: 6/6 steps as expected",
 ]
 
 

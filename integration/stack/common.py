@@ -5,10 +5,14 @@ come from harness.keys."""
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import hmac
 import logging
 import signal
 import threading
 from dataclasses import dataclass
+import urllib.parse
 from typing import Callable
 
 import jwt
@@ -153,3 +157,44 @@ def script_args(description: str, default_port: int) -> argparse.ArgumentParser:
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def authenticate_client(req: Request, form: dict[str, list[str]], clients: dict[str, str], allowed: str = "any",
+                        realm: str = "server") -> tuple[str | None, Response | None]:
+    """OAuth client authentication (RFC 6749 §2.3.1) of a form POST: HTTP Basic (form-urlencoded id and secret)
+    or client_id/client_secret in the form; `allowed` is "basic", "post" or "any". Returns (client_id, None),
+    or (None, the 400/401 answer)."""
+    challenge = {"WWW-Authenticate": f'Basic realm="{realm}"'}
+    header = req.headers.get("authorization", "")
+    in_form = "client_id" in form or "client_secret" in form
+    if header and in_form:
+        return None, oauth_error(400, "invalid_request", "more than one client authentication method")
+    if header:
+        if allowed == "post":
+            return None, oauth_error(401, "invalid_client", "client_secret_basic is not allowed", challenge)
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None, oauth_error(401, "invalid_client", "unsupported client authentication", challenge)
+        try:
+            raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None, oauth_error(401, "invalid_client", "malformed Basic credentials", challenge)
+        ident, sep, secret = raw.partition(":")
+        if not sep:
+            return None, oauth_error(401, "invalid_client", "malformed Basic credentials", challenge)
+        # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
+        ident, secret = urllib.parse.unquote_plus(ident), urllib.parse.unquote_plus(secret)
+    elif in_form:
+        if allowed == "basic":
+            return None, oauth_error(401, "invalid_client", "client_secret_post is not allowed", challenge)
+        ident, secret = form.get("client_id", [""])[0], form.get("client_secret", [""])[0]
+    else:
+        return None, oauth_error(401, "invalid_client", "client authentication required", challenge)
+    expected = clients.get(ident)
+    if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+        return None, oauth_error(401, "invalid_client", "unknown client or wrong secret", challenge)
+    return ident, None
+
+
+def oauth_error(status: int, code: str, description: str, headers: dict | None = None) -> Response:
+    return Response(status, {"error": code, "error_description": description}, headers=headers or {})

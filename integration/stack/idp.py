@@ -4,15 +4,23 @@ JWKS and discovery documents, and rotates its keys on request.
   POST /token                                   JSON {"sub","scope","alg","aud","ttl","claims"} (demo/tests),
                                                 or form grant_type=client_credentials&client_id=..&scope=..
                                                 -> {"access_token","token_type":"Bearer","expires_in","scope"}
+                                                With "opaque": true (JSON) the token is opaque: a random
+                                                string whose claims only /introspect tells.
   GET  /.well-known/jwks.json                   the published public keys
   GET  /.well-known/openid-configuration        issuer, jwks_uri, token_endpoint (also served as
   GET  /.well-known/oauth-authorization-server  RFC 8414 metadata, which MCP clients look for)
+  POST /introspect                              RFC 7662 token introspection, client-authenticated (HTTP
+                                                Basic or client_id/client_secret in the form): form token=..
+                                                -> {"active": true, "iss","sub","aud","scope","exp",..} for
+                                                an opaque token this IdP issued and did not revoke, else
+                                                {"active": false}
   POST /rotate                                  JSON {"keep_old": true, "algorithms": ["RS256"]}: new key
                                                 (new kid) per algorithm; the old one stays published or is
                                                 dropped -> {"active": {alg: kid}, "published": [kid, ...]}
 
 It authenticates nobody: it stands in for a real authorization server, which would run a login and
-consent flow before issuing a token. Run: python -m stack.idp --port 9000 --issuer http://idp:9000
+consent flow before issuing a token (the introspection endpoint does authenticate its clients).
+Tests script failures on /introspect (see `harness.scripted_http.Behaviour`). Run: python -m stack.idp --port 9000 --issuer http://idp:9000
 
 With --keys-file PATH the keys live in that file (created on first start, rewritten on each rotation), so
 a restarted IdP publishes the same keys, as a real one does; without it, every start makes new keys.
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -31,20 +40,28 @@ from typing import Any
 from harness.keys import SigningKey, jwks_document, load_key, make_key
 from harness.scripted_http import Request, Response, error
 
-from .common import JsonServer, script_args, setup_logging
+from .common import JsonServer, authenticate_client, oauth_error, script_args, setup_logging
 
 DEFAULT_AUDIENCE = "mcp-demo"
 ALGORITHMS = ("RS256", "ES256")
 MAX_TTL = 86400
+# Who may call /introspect (RFC 7662 section 2.1: the endpoint requires client authentication).
+DEFAULT_INTROSPECTION_CLIENTS = {"mcp-gateway": "demo-secret"}
 
 
 class IdentityProvider(JsonServer):
     name = "idp"
+    faulty_paths = ("/introspect",)
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, issuer: str | None = None,
                  audience: str = DEFAULT_AUDIENCE, token_ttl: int = 3600, jwks_max_age: int = 300,
-                 keys_file: Path | str | None = None) -> None:
+                 keys_file: Path | str | None = None, introspection_clients: dict[str, str] | None = None,
+                 introspection_client_auth: str = "any") -> None:
         super().__init__(host, port)
+        self.introspection_clients = dict(introspection_clients or DEFAULT_INTROSPECTION_CLIENTS)
+        self.introspection_client_auth = introspection_client_auth
+        self._opaque_lock = threading.Lock()
+        self._opaque: dict[str, dict[str, Any]] = {}  # opaque token -> its claims
         self.issuer = (issuer or self.url).rstrip("/")
         self.audience = audience
         self.token_ttl = token_ttl
@@ -63,6 +80,7 @@ class IdentityProvider(JsonServer):
             ("GET", "/.well-known/oauth-authorization-server"): self._discovery,
             ("POST", "/token"): self._token,
             ("POST", "/rotate"): self._rotate,
+            ("POST", "/introspect"): self._introspect,
         })
 
     # -- Python API (tests, demo) -----------------------------------------------------------------
@@ -99,6 +117,25 @@ class IdentityProvider(JsonServer):
         if key is None:
             raise ValueError(f"no active key for {alg}; the IdP signs with {', '.join(ALGORITHMS)}")
         return key.sign(body)
+
+    def mint_opaque(self, sub: str = "alice", scope: str = "", audience: str | list[str] | None = None,
+                    ttl: int | None = None, token: str | None = None, **claims: Any) -> str:
+        """An opaque access token (random, or `token`): its claims, as `mint` would sign them, are known only to
+        /introspect."""
+        token = token or secrets.token_urlsafe(32)
+        claims_of_token: dict[str, Any] = {
+            "iss": self.issuer, "sub": sub, "aud": audience if audience is not None else self.audience,
+            "scope": scope, "client_id": "demo-client", "token_type": "Bearer",
+            "iat": int(time.time()), "exp": int(time.time()) + (ttl if ttl is not None else self.token_ttl),
+        }
+        claims_of_token.update(claims)
+        with self._opaque_lock:
+            self._opaque[token] = claims_of_token
+        return token
+
+    def revoke(self, token: str) -> None:
+        with self._opaque_lock:
+            self._opaque.pop(token, None)
 
     def rotate(self, keep_old: bool = True, algorithms: list[str] | None = None) -> dict:
         """New signing key (new kid) for each algorithm; the previous keys stay published if `keep_old`."""
@@ -145,6 +182,8 @@ class IdentityProvider(JsonServer):
             "issuer": self.issuer,
             "jwks_uri": f"{self.issuer}{self.jwks_path}",
             "token_endpoint": f"{self.issuer}/token",
+            "introspection_endpoint": f"{self.issuer}/introspect",
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["none"],
             "id_token_signing_alg_values_supported": list(ALGORITHMS),
@@ -181,8 +220,29 @@ class IdentityProvider(JsonServer):
         if not isinstance(extra, dict):
             return error(400, "invalid_request", "claims must be an object")
         audience = params.get("aud")
+        if params.get("opaque") is True:
+            token = self.mint_opaque(sub=sub, scope=scope, audience=audience, ttl=ttl, **extra)
+            return Response(200, {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": scope})
         token = self.mint(sub=sub, scope=scope, alg=alg, audience=audience, ttl=ttl, **extra)
         return Response(200, {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": scope})
+
+    def _introspect(self, req: Request) -> Response:
+        try:
+            form = req.form()
+        except UnicodeDecodeError:
+            return oauth_error(400, "invalid_request", "body is not UTF-8")
+        _, refused = authenticate_client(req, form, self.introspection_clients, self.introspection_client_auth,
+                                         realm="idp")
+        if refused is not None:
+            return refused
+        tokens = form.get("token", [])
+        if len(tokens) != 1:
+            return oauth_error(400, "invalid_request", "exactly one token is required")
+        with self._opaque_lock:
+            claims = self._opaque.get(tokens[0])
+        if claims is None or claims["exp"] <= time.time():
+            return Response(200, {"active": False})
+        return Response(200, {"active": True, **claims})
 
     def _rotate(self, req: Request) -> Response:
         try:

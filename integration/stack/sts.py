@@ -22,9 +22,6 @@ Run: python -m stack.sts --port 9100 --subject-issuer http://idp:9000 --subject-
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import threading
 import time
 import urllib.parse
@@ -34,7 +31,7 @@ from typing import Any
 from harness.keys import jwks_document, make_key
 from harness.scripted_http import Request, Response
 
-from .common import JsonServer, JwtVerifier, TokenError, TrustedIssuer, script_args, scopes_of, setup_logging
+from .common import JsonServer, JwtVerifier, TokenError, authenticate_client, oauth_error, TrustedIssuer, script_args, scopes_of, setup_logging
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -43,10 +40,6 @@ SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
 
 DEFAULT_CLIENTS = {"mcp-gateway": "demo-secret"}
 DEFAULT_TARGETS = ("tasks-api",)
-
-
-def oauth_error(status: int, code: str, description: str, headers: dict | None = None) -> Response:
-    return Response(status, {"error": code, "error_description": description}, headers=headers or {})
 
 
 class TokenExchangeServer(JsonServer):
@@ -90,36 +83,7 @@ class TokenExchangeServer(JsonServer):
 
     # -- client authentication --------------------------------------------------------------------
     def _client(self, req: Request, form: dict[str, list[str]]) -> tuple[str | None, Response | None]:
-        challenge = {"WWW-Authenticate": 'Basic realm="sts"'}
-        header = req.headers.get("authorization", "")
-        in_form = "client_id" in form or "client_secret" in form
-        if header and in_form:
-            return None, oauth_error(400, "invalid_request", "more than one client authentication method")
-        if header:
-            if self.client_auth == "post":
-                return None, oauth_error(401, "invalid_client", "client_secret_basic is not allowed", challenge)
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() != "basic":
-                return None, oauth_error(401, "invalid_client", "unsupported client authentication", challenge)
-            try:
-                raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return None, oauth_error(401, "invalid_client", "malformed Basic credentials", challenge)
-            ident, sep, secret = raw.partition(":")
-            if not sep:
-                return None, oauth_error(401, "invalid_client", "malformed Basic credentials", challenge)
-            # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
-            ident, secret = urllib.parse.unquote_plus(ident), urllib.parse.unquote_plus(secret)
-        elif in_form:
-            if self.client_auth == "basic":
-                return None, oauth_error(401, "invalid_client", "client_secret_post is not allowed", challenge)
-            ident, secret = form.get("client_id", [""])[0], form.get("client_secret", [""])[0]
-        else:
-            return None, oauth_error(401, "invalid_client", "client authentication required", challenge)
-        expected = self.clients.get(ident)
-        if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
-            return None, oauth_error(401, "invalid_client", "unknown client or wrong secret", challenge)
-        return ident, None
+        return authenticate_client(req, form, self.clients, self.client_auth, realm="sts")
 
     # -- the token endpoint -----------------------------------------------------------------------
     def _token(self, req: Request) -> Response:

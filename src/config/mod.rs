@@ -44,6 +44,15 @@ pub struct Config {
     pub decision_export: Vec<export::Field>,
 }
 
+impl Config {
+    /// The provider whose introspection endpoint `token` goes to, if one takes it.
+    pub fn introspecting(&self, token: &str) -> Option<usize> {
+        self.providers
+            .iter()
+            .position(|p| p.introspection.as_ref().is_some_and(|s| crate::introspection::introspects(s, token)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenSource {
     /// Lower-case header name.
@@ -150,6 +159,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         if providers.iter().any(|q: &Provider| q.name == provider.name) {
             return Err(ConfigError::new(format!("providers[{i}].name"), "provider names must be unique"));
+        }
+        // An opaque token names no issuer: with two endpoints the filter could not tell which to ask.
+        if provider.introspection.is_some() && providers.iter().any(|q: &Provider| q.introspection.is_some()) {
+            return Err(ConfigError::new(
+                format!("providers[{i}].introspection"),
+                "only one provider may use introspection (an opaque token does not say who issued it)",
+            ));
         }
         providers.push(provider);
     }
@@ -407,6 +423,41 @@ mod tests {
         assert_eq!(e.to_string(), "scope_hierarchy.a: cycle: a implies b implies a");
         let e = parse(with(&["scope_hierarchy"], json!({"a": [1]})).to_string().as_bytes()).unwrap_err();
         assert_eq!(e.field, "scope_hierarchy.a[0]");
+    }
+
+    #[test]
+    fn introspection_providers_are_checked_at_load() {
+        let endpoint = json!({"cluster": "as", "authority": "as.test", "path": "/introspect", "client_id": "gw",
+                              "client_secret": "s"});
+        let opaque = |issuer: &str| json!({"issuer": issuer, "audiences": ["a"], "introspection": endpoint});
+        let mut doc = base();
+        doc["providers"].as_array_mut().unwrap().push(opaque("https://as"));
+        let config = parse(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(config.introspecting("opaque-token"), Some(1));
+        assert_eq!(config.introspecting("h.p.s"), None);
+        assert!(!config.providers[1].verifies_jwts());
+        doc["providers"].as_array_mut().unwrap().push(opaque("https://as2"));
+        assert_eq!(error(doc).field, "providers[2].introspection");
+        let mut all = endpoint.clone();
+        all["tokens"] = json!("all");
+        let jwks = json!({"inline": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED_X}]}});
+        let both = json!([{"issuer": "i", "audiences": ["a"], "jwks": jwks, "introspection": endpoint}]);
+        assert!(parse(with(&["providers"], both).to_string().as_bytes()).unwrap().providers[0].verifies_jwts());
+        let both =
+            with(&["providers"], json!([{"issuer": "i", "audiences": ["a"], "jwks": jwks, "introspection": all}]));
+        assert_eq!(error(both).field, "providers[0].jwks");
+        let neither = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"]}]));
+        assert_eq!(error(neither).field, "providers[0].jwks");
+        let algs = with(
+            &["providers"],
+            json!([{"issuer": "i", "audiences": ["a"], "introspection": endpoint,
+                                                "algorithms": ["RS256"]}]),
+        );
+        assert_eq!(error(algs).field, "providers[0].algorithms");
+        let mut bad = endpoint.clone();
+        bad["client_auth"] = json!("private_key_jwt");
+        let bad = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"], "introspection": bad}]));
+        assert_eq!(error(bad).field, "providers[0].introspection.client_auth");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
     None,
     /// HTTP Basic with form-encoded id and secret (RFC 6749 section 2.3.1).
@@ -57,29 +57,42 @@ pub fn request(s: &Settings, subject_token: &str, timeout_ms: u64) -> Callout {
             form.push((name, v));
         }
     }
+    let client = (&s.client_auth, s.client_id.as_deref(), s.client_secret.as_ref());
+    form_post((&s.cluster, &s.authority, &s.path), form, client, timeout_ms)
+}
+
+/// A form POST to an OAuth endpoint at (`cluster`, `authority`, `path`) with client authentication
+/// (RFC 6749 section 2.3.1): HTTP Basic with the form-encoded id and secret, or both in the form. Shared
+/// by every callout the filter makes as an OAuth client (token exchange, introspection).
+pub fn form_post<'a>(
+    (cluster, authority, path): (&str, &str, &str),
+    mut form: Vec<(&'a str, &'a str)>,
+    (auth, client_id, secret): (&ClientAuth, Option<&'a str>, Option<&'a Secret>),
+    timeout_ms: u64,
+) -> Callout {
     let mut headers = vec![
         (":method".to_string(), "POST".to_string()),
-        (":path".to_string(), s.path.clone()),
-        (":authority".to_string(), s.authority.clone()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), authority.to_string()),
         ("content-type".to_string(), "application/x-www-form-urlencoded".to_string()),
         ("accept".to_string(), "application/json".to_string()),
     ];
-    match (&s.client_auth, &s.client_id) {
+    match (auth, client_id) {
         (ClientAuth::Basic, Some(id)) => {
-            let secret = s.client_secret.as_ref().map_or("", |c| c.0.as_str());
+            let secret = secret.map_or("", |c| c.0.as_str());
             let pair = format!("{}:{}", form_component(id), form_component(secret));
             let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
             headers.push(("authorization".to_string(), value));
         }
         (ClientAuth::Post, Some(id)) => {
             form.push(("client_id", id));
-            if let Some(secret) = &s.client_secret {
+            if let Some(secret) = secret {
                 form.push(("client_secret", &secret.0));
             }
         }
         _ => {}
     }
-    Callout { cluster: s.cluster.clone(), headers, body: form_encode(&form).into_bytes(), timeout_ms }
+    Callout { cluster: cluster.to_string(), headers, body: form_encode(&form).into_bytes(), timeout_ms }
 }
 
 /// Validates the token endpoint's answer (RFC 8693 section 2.2).

@@ -3,6 +3,7 @@
 
 use super::answer::deny;
 use super::exchange;
+use super::introspect;
 use super::parked::{Parked, Wait};
 use super::request;
 use super::state::StreamState;
@@ -33,9 +34,11 @@ fn is_due(worker: &Worker, parked: &Parked, now: u64) -> bool {
             let s = state.borrow();
             timed_out || s.phase.settled() || s.body.complete()
         }
-        Wait::Follower => timed_out,
+        Wait::Follower | Wait::IntrospectionFollower => timed_out,
         // Cheap: the slot is only read once the other worker's lease could have ended.
-        Wait::RemoteExchange { lease_until_ms, .. } => timed_out || now >= *lease_until_ms,
+        Wait::RemoteExchange { lease_until_ms, .. } | Wait::RemoteIntrospection { lease_until_ms, .. } => {
+            timed_out || now >= *lease_until_ms
+        }
     }
 }
 
@@ -80,6 +83,12 @@ fn act(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, parked: Parked, no
             if let Some(again) = exchange::poll_remote(worker, state, parked, now) {
                 worker.parked.park(again);
             }
+        }
+        Wait::IntrospectionFollower => {
+            request::resume_verified(worker, introspect::expire_follower(worker, state, parked.context_id, now));
+        }
+        Wait::RemoteIntrospection { .. } => {
+            request::resume_verified(worker, introspect::poll_remote(worker, state, parked, now));
         }
     }
 }

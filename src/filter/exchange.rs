@@ -26,8 +26,8 @@ use std::rc::Rc;
 /// Exchange responses larger than this are not read (a token response is a few KiB).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// What the process-wide slot says about a key this worker is about to exchange.
-enum Claim {
+/// What the process-wide slot says about a key this worker is about to call out for.
+pub(super) enum Claim {
     Token {
         token: String,
         usable_until_ms: u64,
@@ -119,7 +119,7 @@ pub fn obtain(
                 if worker.exchange_slots > 0 {
                     let key = shared::shared_key(&wait.key, &callout);
                     wait.shared = Some(key);
-                    match claim(worker, &key, now, now + callout.timeout_ms + 1_000) {
+                    match claim(worker, worker.exchange_slots, &key, now, now + callout.timeout_ms + 1_000) {
                         Claim::Token { token, usable_until_ms } => {
                             worker.metrics.exchange_cache_hit.inc();
                             state.borrow_mut().credential = Some(wait);
@@ -156,13 +156,7 @@ fn dispatch(
     callout: &Callout,
     held: bool,
 ) -> Action {
-    let request = CalloutRequest {
-        cluster: &callout.cluster,
-        headers: callout.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(),
-        body: Some(&callout.body),
-        timeout_ms: callout.timeout_ms,
-    };
-    match worker.host.dispatch(&request) {
+    match worker.host.dispatch(&CalloutRequest::of(callout)) {
         Ok(token_id) => {
             // Registered with the worker: when this runs from the root context (a request that waited
             // for keys, or for another worker's exchange), the answer is delivered to the root.
@@ -191,8 +185,9 @@ fn dispatch(
 }
 
 /// Reads the process-wide slot for `key`; takes its lease (compare-and-swap) when it is free.
-fn claim(worker: &Worker, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
-    let (name, hex) = (shared::slot_name(key, worker.exchange_slots), shared::key_hex(key));
+/// `slots`: how many process-wide slots the caller's records spread over (introspection shares them).
+pub(super) fn claim(worker: &Worker, slots: usize, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
+    let (name, hex) = (shared::slot_name(key, slots), shared::key_hex(key));
     for _ in 0..2 {
         let (bytes, cas) = worker.host.shared_get(&name);
         match Slot::decode(bytes.as_deref()).find(&hex, now) {
@@ -214,8 +209,8 @@ fn claim(worker: &Worker, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
 
 /// Publishes the outcome of this worker's exchange for `key`: the token for every worker, or (failure)
 /// frees the lease so that a worker waiting on it calls out itself. Failures are never shared.
-fn publish(worker: &Worker, key: &Key, token: Option<(&str, u64)>) {
-    let (name, hex) = (shared::slot_name(key, worker.exchange_slots), shared::key_hex(key));
+pub(super) fn publish(worker: &Worker, slots: usize, key: &Key, token: Option<(&str, u64)>) {
+    let (name, hex) = (shared::slot_name(key, slots), shared::key_hex(key));
     match token {
         Some((token, usable_until_ms)) => {
             let _ = worker.host.shared_set(&name, &Slot::filled(&hex, token, usable_until_ms).encode(), None);
@@ -296,7 +291,7 @@ fn settle_flight(
     if let Some(key) = &wait.shared
         && (wait.leased || usable_until.is_some())
     {
-        publish(worker, key, usable_until);
+        publish(worker, worker.exchange_slots, key, usable_until);
     }
     match &result {
         Ok(_) => worker.metrics.exchange_ok.inc(),
@@ -392,7 +387,7 @@ pub fn abandon(worker: &Worker, state: &RefCell<StreamState>) {
         if let Some(token_id) = wait.callout {
             worker.exchange_callouts.borrow_mut().remove(&token_id);
             if let Some(key) = wait.shared.as_ref().filter(|_| wait.leased) {
-                publish(worker, key, None);
+                publish(worker, worker.exchange_slots, key, None);
             }
         }
         let orphans = worker.exchange_cache.borrow_mut().complete(&wait.key, None);
@@ -418,7 +413,7 @@ pub fn poll_remote(
     if !worker.host.enter(parked.context_id) {
         return None;
     }
-    match claim(worker, &key, now, now + callout.timeout_ms + 1_000) {
+    match claim(worker, worker.exchange_slots, &key, now, now + callout.timeout_ms + 1_000) {
         Claim::Token { token, usable_until_ms } => settle_shared(worker, state, &token, usable_until_ms, true),
         Claim::Wait { until_ms } if now < parked.deadline_ms => {
             *lease_until_ms = until_ms.min(parked.deadline_ms);

@@ -71,6 +71,17 @@ impl Headers {
     }
 }
 
+impl<'a> CalloutRequest<'a> {
+    pub fn of(callout: &'a crate::exchange::Callout) -> Self {
+        CalloutRequest {
+            cluster: &callout.cluster,
+            headers: callout.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(),
+            body: Some(&callout.body),
+            timeout_ms: callout.timeout_ms,
+        }
+    }
+}
+
 pub trait Host {
     /// Wall-clock time in Unix milliseconds.
     fn now_ms(&self) -> u64;

@@ -8,9 +8,10 @@
 //! - `stream.rs`: one request's callbacks, handed to `request.rs` (head, authentication, body decision)
 //!   and `response.rs` (session learning, list trimming);
 //! - `keys.rs`: the JWKS lifecycle in shared data; `exchange.rs`: obtaining upstream credentials;
+//!   `introspect.rs`: introspecting opaque tokens (through the exchange's single-flight);
 //!   `sessions.rs`: session bindings in shared data; `pins.rs`: tool-definition pins in shared data;
-//! - `parked.rs` + `drain.rs`: the requests paused until keys, a body, or an exchange arrive, and the one
-//!   place that acts when their wait is over;
+//! - `parked.rs` + `drain.rs`: the requests paused until keys, a body, an exchange or an introspection
+//!   answer arrive, and the one place that acts when their wait is over;
 //! - `answer.rs`: send / deny / finish, and the decision exported as filter state; `state.rs`: what is kept per request (its `Phase`);
 //!   `worker.rs`: per-VM state; `metrics.rs`: counters.
 
@@ -18,6 +19,7 @@ mod answer;
 mod drain;
 mod exchange;
 pub mod host;
+mod introspect;
 mod keys;
 pub mod metrics;
 mod param_headers;

@@ -1,5 +1,6 @@
 //! Requests paused until something happens elsewhere, in one queue per worker VM: held for keys, waiting
-//! for their body, following another request's exchange, waiting for another worker's exchange. The
+//! for their body, following another request's exchange or introspection, waiting for another worker's.
+//! The
 //! root's tick (and a finished JWKS fetch) drains the entries that are due (`drain.rs`); the others stay
 //! where other code can find them (a leader that finishes takes its followers out).
 
@@ -24,6 +25,10 @@ pub enum Wait {
     /// Waiting for another worker's exchange (leased until `lease_until_ms`): then its token, or a
     /// callout of our own.
     RemoteExchange { callout: Callout, lease_until_ms: u64 },
+    /// Following another request's introspection of the same token on this worker.
+    IntrospectionFollower,
+    /// Waiting for another worker's introspection of the same token.
+    RemoteIntrospection { callout: Callout, lease_until_ms: u64 },
 }
 
 pub struct Parked {

@@ -7,6 +7,7 @@
 use super::answer::{self, deny};
 use super::exchange;
 use super::host::{Buffer, Headers, Map};
+use super::introspect::{self, Begun, Verified};
 use super::metrics::RuleOutcome;
 use super::param_headers;
 use super::parked::{Parked, Wait};
@@ -210,6 +211,12 @@ pub fn authenticate(
     now: u64,
 ) -> Action {
     let config = worker.config.clone();
+    if let Some(provider) = config.introspecting(token) {
+        return match introspect::authenticate(worker, state, token, provider) {
+            Begun::Verified(principal) => authenticated(worker, state, principal, token, held),
+            Begun::Pending => Action::Pause,
+        };
+    }
     let host = worker.host.as_ref();
     let mut verdict = worker.authn.borrow_mut().authenticate(token, (now / 1000) as i64);
     if let Verdict::UnknownKey { provider } | Verdict::KeysNotLoaded { provider } = verdict
@@ -254,8 +261,21 @@ pub fn authenticate(
     Action::Pause
 }
 
-/// The token is verified: identity headers for the upstream, the session check, then the body.
-fn authenticated(
+/// Goes on with requests whose tokens were introspected while they were held (each under its context).
+pub(super) fn resume_verified(worker: &Rc<Worker>, verified: Vec<Verified>) {
+    for v in verified {
+        let token = v.stream.borrow().token.clone();
+        if let Some(token) = token
+            && worker.host.enter(v.context_id)
+        {
+            authenticated(worker, &v.stream, v.principal, &token, true);
+        }
+    }
+}
+
+/// The token is verified (or introspected): identity headers for the upstream, the session check, then
+/// the body.
+pub(super) fn authenticated(
     worker: &Rc<Worker>,
     state: &Rc<RefCell<StreamState>>,
     principal: Rc<Principal>,

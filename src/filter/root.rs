@@ -4,7 +4,9 @@
 use super::drain::drain;
 use super::exchange;
 use super::host::Host;
+use super::introspect;
 use super::keys::Fetched;
+use super::request;
 use super::stream::Stream;
 use super::worker::Worker;
 use crate::config;
@@ -50,6 +52,10 @@ impl Root {
     pub fn on_callout(&self, token_id: u32, num_headers: usize, body_size: usize) {
         let Some(worker) = &self.worker else { return };
         if exchange::on_callout(worker, token_id, num_headers, body_size) {
+            return;
+        }
+        if let Some(verified) = introspect::on_callout(worker, token_id, num_headers, body_size) {
+            request::resume_verified(worker, verified);
             return;
         }
         let host = worker.host.as_ref();

@@ -78,6 +78,8 @@ pub struct StreamState {
     pub event_stream: bool,
     /// The `Mcp-Session-Id` the request names (when sessions are bound to callers).
     pub session_id: Option<String>,
+    /// The introspection of this request's (opaque) token, while it is under way.
+    pub introspection: Option<IntrospectionWait>,
     /// The upstream credential being obtained for this request.
     pub credential: Option<CredentialWait>,
     pub response: ResponseMode,
@@ -102,6 +104,22 @@ pub struct CredentialWait {
     /// Waiting for another worker's callout (polled from the root's tick).
     pub waits_remote: bool,
     pub started_ms: u64,
+}
+
+/// A request whose token is being introspected: by its own callout, another request's on this worker
+/// (a follower), or another worker's.
+pub struct IntrospectionWait {
+    pub provider: usize,
+    /// SHA-256 of the token and endpoint (`introspection::cache_key`), locally and process-wide.
+    pub key: Key,
+    /// The callout this stream leads, if it leads one.
+    pub callout: Option<u32>,
+    /// This stream holds the process-wide lease on `key`.
+    pub leased: bool,
+    /// Waiting for another worker's callout.
+    pub waits_remote: bool,
+    /// Set when the request first waits; waiting again (its leader went away) never extends it.
+    pub deadline_ms: u64,
 }
 
 #[derive(Default)]

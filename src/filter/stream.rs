@@ -2,6 +2,7 @@
 //! response path with this stream's state.
 
 use super::exchange;
+use super::introspect;
 use super::request;
 use super::response;
 use super::state::StreamState;
@@ -50,7 +51,12 @@ impl Stream {
 
     /// A callout this stream made was answered.
     pub fn on_callout(&self, token_id: u32, num_headers: usize, body_size: usize) {
-        exchange::on_callout(&self.worker, token_id, num_headers, body_size);
+        if exchange::on_callout(&self.worker, token_id, num_headers, body_size) {
+            return;
+        }
+        if let Some(verified) = introspect::on_callout(&self.worker, token_id, num_headers, body_size) {
+            request::resume_verified(&self.worker, verified);
+        }
     }
 }
 
@@ -58,5 +64,6 @@ impl Drop for Stream {
     fn drop(&mut self) {
         // A leader that goes away takes its callout with it: release the requests waiting on it.
         exchange::abandon(&self.worker, &self.state);
+        introspect::abandon(&self.worker, &self.state);
     }
 }

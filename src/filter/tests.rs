@@ -656,3 +656,74 @@ fn mirror_headers_are_checked_against_configured_and_learned_parameters() {
     assert_eq!(send("other", "evil", &[("mcp-param-q", "safe")]), None, "a tool the filter knows nothing of");
     assert_eq!(f.host.counter("mcp_authz.denied.header_mismatch"), 4);
 }
+
+fn introspection_config() -> Value {
+    json!({
+        "providers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "introspection": {
+            "cluster": "as", "authority": "as", "path": "/introspect", "client_id": "gw", "client_secret": "s",
+            "timeout_ms": 1000}}],
+        "claim_headers": [{"claim": "sub", "header": "x-user-sub"}]
+    })
+}
+
+fn active(sub: &str) -> Vec<u8> {
+    json!({"active": true, "sub": sub, "aud": AUDIENCE, "exp": T0 / 1000 + 60}).to_string().into_bytes()
+}
+
+#[test]
+fn an_opaque_token_is_introspected_once_for_its_leader_and_followers() {
+    let mut f = Filter::new(introspection_config());
+    let opaque = get("/mcp", "2YotnFZFEjr1zCsicMWpAA");
+    assert_eq!(f.request(2, &headers_of(&opaque), true), Action::Pause, "leader calls out");
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    assert_eq!((callout.cluster.as_str(), callout.context), ("as", 2));
+    assert_eq!(callout.body, b"token=2YotnFZFEjr1zCsicMWpAA&token_type_hint=access_token");
+    assert_eq!(f.request(3, &headers_of(&opaque), true), Action::Pause, "follower waits");
+    assert!(f.host.take_dispatched().is_empty(), "one callout per token");
+
+    f.answer(callout.token, 2, Some(200), &[], &active("alice"));
+    for id in [2, 3] {
+        assert!(f.host.resumed(id), "{id} resumed");
+        assert_eq!(f.host.request_header(id, "x-user-sub").as_deref(), Some("alice"));
+    }
+    // Cached until its exp: the next request goes on at once, without a callout.
+    assert_eq!(f.request(4, &headers_of(&opaque), true), Action::Continue);
+    assert!(f.host.take_dispatched().is_empty());
+    assert_eq!(f.host.counter("mcp_authz.introspection.cache_hit"), 1);
+    // A JWT does not go to the endpoint (and this provider has no keys for it).
+    f.request(5, &headers_of(&get("/mcp", &token("bob", ""))), true);
+    assert!(f.host.take_dispatched().is_empty());
+    assert_eq!(f.host.reply(5).map(|r| r.status), Some(401));
+    assert_eq!(f.host.counter("mcp_authz.denied.issuer_not_allowed"), 1);
+}
+
+#[test]
+fn a_leader_gone_mid_introspection_hands_the_token_to_a_follower() {
+    let mut f = Filter::new(introspection_config());
+    let opaque = get("/mcp", "opaque-token-1");
+    f.request(2, &headers_of(&opaque), true);
+    let [_lost] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    f.request(3, &headers_of(&opaque), true);
+    f.close(2);
+    f.tick();
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("the follower calls out itself");
+    f.answer(callout.token, callout.context, Some(200), &[], br#"{"active":false}"#);
+    let reply = f.host.reply(3).expect("answered");
+    assert_eq!(reply.status, 401);
+    assert!(reply.header("www-authenticate").is_some_and(|c| c.contains("invalid_token")));
+    assert_eq!(f.host.counter("mcp_authz.denied.inactive"), 1);
+}
+
+#[test]
+fn an_introspection_without_an_answer_is_503_and_not_cached() {
+    let mut f = Filter::new(introspection_config());
+    let opaque = get("/mcp", "opaque-token-2");
+    f.request(2, &headers_of(&opaque), true);
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    f.answer(callout.token, 2, None, &[], b"");
+    let reply = f.host.reply(2).expect("answered");
+    assert_eq!((reply.status, reply.header("retry-after")), (503, Some("5")));
+    assert_eq!(f.host.counter("mcp_authz.denied.introspection_unavailable"), 1);
+    f.request(3, &headers_of(&opaque), true);
+    assert_eq!(f.host.take_dispatched().len(), 1, "a failure is not cached: asked again");
+}

@@ -30,6 +30,12 @@ pub struct Worker {
     pub exchange_callouts: RefCell<HashMap<u32, CalloutOwner>>,
     /// Process-wide exchange slots (`exchange::shared`); 0 when the exchange cache is off.
     pub exchange_slots: usize,
+    /// Introspection answers (`introspection::encode`) by token hash, and the callouts in flight.
+    pub introspection_cache: RefCell<ExchangeCache>,
+    /// Introspection callouts in flight: token id → the stream that leads it.
+    pub introspection_callouts: RefCell<HashMap<u32, CalloutOwner>>,
+    /// Process-wide slots introspection answers spread over (shared with the exchange's records).
+    pub introspection_slots: usize,
 }
 
 impl Worker {
@@ -37,6 +43,10 @@ impl Worker {
         let exchange_cache =
             ExchangeCache::new(config.credentials.cache_max_entries, config.credentials.cache_margin_seconds);
         let exchange_slots = config.credentials.cache_max_entries.min(shared::MAX_SLOTS);
+        let introspection_entries =
+            config.providers.iter().find_map(|p| p.introspection.as_ref()).map_or(0, |s| s.cache_max_entries);
+        // Reuse is timed by each answer's own expiry: no margin.
+        let introspection_cache = ExchangeCache::new(introspection_entries, 0);
         Worker {
             authn: RefCell::new(Authenticator::new(config.clone())),
             metrics: Metrics::define(&host, &config.mcp.policy),
@@ -45,6 +55,9 @@ impl Worker {
             exchange_cache: RefCell::new(exchange_cache),
             exchange_callouts: RefCell::new(HashMap::new()),
             exchange_slots,
+            introspection_cache: RefCell::new(introspection_cache),
+            introspection_callouts: RefCell::new(HashMap::new()),
+            introspection_slots: introspection_entries.min(shared::MAX_SLOTS),
             config,
             host,
         }

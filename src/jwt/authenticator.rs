@@ -105,7 +105,10 @@ impl Authenticator {
         let reject = |r| Verdict::Rejected(r);
         let token = token::parse(raw_token, self.max_token_bytes).map_err(reject)?;
         let index = match token.claims.get("iss") {
-            Some(Value::String(iss)) => self.config.providers.iter().position(|p| p.issuer == *iss),
+            // A provider that only introspects takes no JWT, whatever `iss` a JWT names.
+            Some(Value::String(iss)) => {
+                self.config.providers.iter().position(|p| p.issuer == *iss && p.verifies_jwts())
+            }
             Some(_) => return Err(reject(Rejection::BadClaim)),
             None => None,
         }

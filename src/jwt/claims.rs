@@ -135,6 +135,7 @@ mod tests {
             clock_skew_seconds: 60,
             require_exp: true,
             max_token_bytes: 8192,
+            introspection: None,
         }
     }
 

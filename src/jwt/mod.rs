@@ -34,10 +34,12 @@ pub enum Rejection {
     IssuedInFuture,
     AudienceNotAllowed,
     BadClaim,
+    /// The introspection endpoint answered `active: false`.
+    Inactive,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 15] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::Malformed,
         Rejection::TokenTooLarge,
         Rejection::Encrypted,
@@ -53,6 +55,7 @@ impl Rejection {
         Rejection::IssuedInFuture,
         Rejection::AudienceNotAllowed,
         Rejection::BadClaim,
+        Rejection::Inactive,
     ];
 
     pub fn code(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Rejection {
             Rejection::IssuedInFuture => "issued_in_future",
             Rejection::AudienceNotAllowed => "audience_not_allowed",
             Rejection::BadClaim => "bad_claim",
+            Rejection::Inactive => "inactive",
         }
     }
 
@@ -92,6 +96,7 @@ impl Rejection {
             Rejection::IssuedInFuture => "token issued in the future",
             Rejection::AudienceNotAllowed => "audience not accepted",
             Rejection::BadClaim => "invalid claim",
+            Rejection::Inactive => "token is not active",
         }
     }
 }

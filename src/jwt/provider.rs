@@ -4,6 +4,7 @@
 use super::jwk::KeySet;
 use super::signature::Algorithm;
 use crate::config::fields::{ConfigError, check_range};
+use crate::introspection::config::{self as introspection, Settings as Introspection};
 use serde::Deserialize;
 
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
@@ -27,6 +28,16 @@ pub struct Provider {
     pub clock_skew_seconds: u64,
     pub require_exp: bool,
     pub max_token_bytes: usize,
+    /// Tokens of this provider are introspected (RFC 7662), not verified: it has no keys.
+    pub introspection: Option<Introspection>,
+}
+
+impl Provider {
+    /// Whether JWTs naming this issuer are verified here: not for a provider with `introspection` and no
+    /// `jwks` (it holds an empty key set).
+    pub fn verifies_jwts(&self) -> bool {
+        self.introspection.is_none() || !matches!(&self.jwks, JwksSource::Inline(set) if set.keys.is_empty())
+    }
 }
 
 #[derive(Debug)]
@@ -59,7 +70,10 @@ pub(crate) struct RawProvider {
     audiences: Vec<String>,
     #[serde(default)]
     algorithms: Option<Vec<String>>,
-    jwks: RawJwks,
+    #[serde(default)]
+    jwks: Option<RawJwks>,
+    #[serde(default)]
+    introspection: Option<serde_json::Value>,
     #[serde(default)]
     clock_skew_seconds: Option<u64>,
     #[serde(default)]
@@ -114,6 +128,30 @@ pub(crate) fn validate_provider(field: &str, p: RawProvider) -> Result<Provider,
     if let Some(i) = p.audiences.iter().position(String::is_empty) {
         return Err(ConfigError::new(format!("{field}.audiences[{i}]"), "must not be empty"));
     }
+    let introspection = match &p.introspection {
+        Some(raw) => Some(introspection::validate(&format!("{field}.introspection"), raw)?),
+        None => None,
+    };
+    // An issuer may sign JWTs and issue opaque tokens: `jwks` verifies the first, `introspection` checks
+    // the others. With `tokens: "all"` nothing is left for keys to verify.
+    match (&introspection, &p.jwks, &p.algorithms) {
+        (None, None, _) => {
+            return Err(ConfigError::new(format!("{field}.jwks"), "required unless \"introspection\" is set"));
+        }
+        (Some(s), Some(_), _) if s.tokens == introspection::Tokens::All => {
+            return Err(ConfigError::new(
+                format!("{field}.jwks"),
+                "unused: introspection.tokens \"all\" sends every token to the introspection endpoint",
+            ));
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{field}.algorithms"),
+                "applies to JWTs only, and this provider has no jwks",
+            ));
+        }
+        _ => {}
+    }
     let algorithms = match p.algorithms {
         None => Algorithm::ALL.to_vec(),
         Some(names) if names.is_empty() => {
@@ -136,9 +174,11 @@ pub(crate) fn validate_provider(field: &str, p: RawProvider) -> Result<Provider,
             algs
         }
     };
-    let jwks = match (p.jwks.remote, p.jwks.inline) {
-        (Some(r), None) => JwksSource::Remote(validate_remote(&format!("{field}.jwks.remote"), r)?),
-        (None, Some(inline)) => {
+    // An introspection provider has no keys: its tokens never reach signature verification.
+    let jwks = match p.jwks.map(|raw| (raw.remote, raw.inline)) {
+        None => JwksSource::Inline(KeySet::default()),
+        Some((Some(r), None)) => JwksSource::Remote(validate_remote(&format!("{field}.jwks.remote"), r)?),
+        Some((None, Some(inline))) => {
             let f = format!("{field}.jwks.inline");
             let bytes = match inline {
                 serde_json::Value::String(s) => s.into_bytes(),
@@ -170,6 +210,7 @@ pub(crate) fn validate_provider(field: &str, p: RawProvider) -> Result<Provider,
         clock_skew_seconds,
         require_exp: p.require_exp.unwrap_or(true),
         max_token_bytes,
+        introspection,
     })
 }
 
