@@ -11,9 +11,11 @@ pub mod cache;
 pub mod config;
 pub mod connector;
 pub mod internal;
+pub mod jwt_bearer;
 pub mod plan;
 pub mod rfc8693;
 pub mod shared;
+pub mod token_endpoint;
 
 use serde_json::{Value, json};
 use std::fmt;
@@ -41,6 +43,7 @@ impl Target {
 #[derive(Debug)]
 pub enum Mode {
     Rfc8693(rfc8693::Settings),
+    JwtBearer(jwt_bearer::Settings),
     Connector(connector::Settings),
     Internal(internal::Settings),
 }
@@ -49,6 +52,7 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Rfc8693(_) => "rfc8693",
+            Mode::JwtBearer(_) => "jwt_bearer",
             Mode::Connector(_) => "connector",
             Mode::Internal(_) => "internal",
         }

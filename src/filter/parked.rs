@@ -4,7 +4,7 @@
 //! where other code can find them (a leader that finishes takes its followers out).
 
 use super::state::StreamState;
-use crate::exchange::Callout;
+use crate::exchange::plan::Step;
 use std::cell::RefCell;
 use std::rc::Weak;
 
@@ -21,9 +21,9 @@ pub enum Wait {
     Body,
     /// Following another request's exchange for the same key on this worker; 504 at the deadline.
     Follower,
-    /// Waiting for another worker's exchange (leased until `lease_until_ms`): then its token, or a
-    /// callout of our own.
-    RemoteExchange { callout: Callout, lease_until_ms: u64 },
+    /// Waiting for another worker's exchange (leased until `lease_until_ms`): then its token, or an
+    /// exchange of our own starting with `first` (which may take `timeout_ms`).
+    RemoteExchange { first: Step, timeout_ms: u64, lease_until_ms: u64 },
 }
 
 pub struct Parked {

@@ -88,6 +88,9 @@ pub struct StreamState {
 /// A request waiting for its upstream credential.
 pub struct CredentialWait {
     pub target: usize,
+    /// The targets obtained in turn (`Plan::chain`), and the one whose callout is in flight.
+    pub chain: Vec<usize>,
+    pub stage: usize,
     pub key: Key,
     /// JSON-RPC id for error answers.
     pub id: Value,
@@ -101,6 +104,7 @@ pub struct CredentialWait {
     pub leased: bool,
     /// Waiting for another worker's callout (polled from the root's tick).
     pub waits_remote: bool,
+    /// When the current step's callout started.
     pub started_ms: u64,
 }
 
