@@ -37,7 +37,7 @@ from stack.local import StackEnvoy
 INTEGRATION = REPO / "integration"
 COMPOSE_FILE = INTEGRATION / "docker-compose.yml"
 DEMO = INTEGRATION / "demo.py"
-PYTHON_SERVICES = ("idp", "sts", "connector", "backend-api", "mcp-server")
+PYTHON_SERVICES = ("idp", "sts", "connector", "crm-as", "backend-api", "mcp-server")
 
 
 def compose() -> dict:
