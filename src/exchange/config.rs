@@ -2,7 +2,7 @@
 //! here), the default, and the exchange cache.
 
 use super::token_endpoint::{ClientAuth, Endpoint, Secret};
-use super::{Mode, Target, connector, internal, jwt_bearer, rfc8693};
+use super::{Mode, Target, connector, internal, jwt_bearer, link, rfc8693};
 use crate::config::fields::{ConfigError, check_range, check_scope_token};
 use serde::Deserialize;
 
@@ -119,6 +119,8 @@ struct RawTarget {
     user_id_claim: Option<String>,
     #[serde(default)]
     default_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    link: Option<RawLink>,
     // internal
     #[serde(default)]
     signing_key: Option<serde_json::Value>,
@@ -133,6 +135,57 @@ struct RawTarget {
     // jwt_bearer
     #[serde(default)]
     assertion_from: Option<String>,
+}
+
+/// `connector.link`: account linking by URL elicitation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    url: String,
+    secret: String,
+    #[serde(default)]
+    statuses: Option<Vec<u16>>,
+    #[serde(default)]
+    error_codes: Option<Vec<String>>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+pub const DEFAULT_LINK_TTL_SECONDS: u64 = 600;
+
+fn validate_link(field: &str, raw: RawLink) -> Result<link::Settings, ConfigError> {
+    let url_ok = (raw.url.starts_with("https://") || raw.url.starts_with("http://"))
+        && raw.url.contains("{state}")
+        && !raw.url.bytes().any(|b| b <= b' ' || b == 0x7f);
+    if !url_ok {
+        return Err(ConfigError::new(
+            format!("{field}.url"),
+            "must be an http(s) URL template containing {state} (and optionally {userId}, {providerId})",
+        ));
+    }
+    if raw.secret.len() < 32 {
+        return Err(ConfigError::new(format!("{field}.secret"), "must be at least 32 bytes"));
+    }
+    let statuses = raw.statuses.unwrap_or_else(|| vec![403, 404]);
+    for (i, s) in statuses.iter().enumerate() {
+        check_range(&format!("{field}.statuses[{i}]"), u64::from(*s), 400, 599)?;
+    }
+    let error_codes = raw.error_codes.unwrap_or_default();
+    if statuses.is_empty() && error_codes.is_empty() {
+        return Err(ConfigError::new(field, "needs statuses or error_codes: how the backend says \"not linked\""));
+    }
+    let ttl_seconds = raw.ttl_seconds.unwrap_or(DEFAULT_LINK_TTL_SECONDS);
+    check_range(&format!("{field}.ttl_seconds"), ttl_seconds, 60, 86_400)?;
+    Ok(link::Settings {
+        url_template: raw.url,
+        key: link::Key(raw.secret.into_bytes()),
+        statuses,
+        error_codes,
+        ttl_seconds,
+        message: raw.message.unwrap_or_else(|| "Connect your {providerId} account to use this tool".into()),
+    })
 }
 
 pub(crate) fn validate_credentials(field: &str, raw: RawCredentials) -> Result<Credentials, ConfigError> {
@@ -256,6 +309,7 @@ fn validate_target(field: &str, name: String, t: RawTarget) -> Result<Target, Co
         ("provider_id", t.provider_id.is_some()),
         ("user_id_claim", t.user_id_claim.is_some()),
         ("default_ttl_seconds", t.default_ttl_seconds.is_some()),
+        ("link", t.link.is_some()),
     ];
     let internal_fields = [
         ("signing_key", t.signing_key.is_some()),
@@ -357,6 +411,7 @@ fn validate_target(field: &str, name: String, t: RawTarget) -> Result<Target, Co
                 provider_id,
                 user_id_claim: t.user_id_claim.unwrap_or_else(|| "sub".into()),
                 default_ttl_seconds,
+                link: t.link.map(|l| validate_link(&format!("{field}.link"), l)).transpose()?,
             })
         }
         "internal" => {
@@ -489,5 +544,35 @@ mod tests {
         t["crm"]["assertion_from"] = json!("reddit");
         let e = parse(t).unwrap_err();
         assert_eq!(e.field, "upstream_credentials.targets.crm.assertion_from", "{e}");
+    }
+
+    #[test]
+    fn connector_link_is_checked_at_load() {
+        let target = |link: Value| json!({"reddit": {"mode": "connector", "cluster": "c", "authority": "c", "provider_id": "reddit", "link": link}});
+        let ok = json!({"url": "https://backend/link?u={userId}&p={providerId}&state={state}", "secret": "0123456789abcdef0123456789abcdef"});
+        let c = parse(target(ok.clone())).unwrap();
+        let Mode::Connector(s) = &c.targets[0].mode else { panic!() };
+        let l = s.link.as_ref().unwrap();
+        assert_eq!((l.statuses.clone(), l.ttl_seconds), (vec![403, 404], DEFAULT_LINK_TTL_SECONDS));
+        assert!(!format!("{l:?}").contains("0123456789abcdef"), "the secret is never printed");
+        let with = |k: &str, v: Value| {
+            let mut l = ok.clone();
+            l[k] = v;
+            target(l)
+        };
+        for (doc, field) in [
+            (with("url", json!("https://backend/link")), "upstream_credentials.targets.reddit.link.url"),
+            (with("url", json!("ftp://x/{state}")), "upstream_credentials.targets.reddit.link.url"),
+            (with("secret", json!("short")), "upstream_credentials.targets.reddit.link.secret"),
+            (with("statuses", json!([200])), "upstream_credentials.targets.reddit.link.statuses[0]"),
+            (with("statuses", json!([])), "upstream_credentials.targets.reddit.link"),
+            (with("ttl_seconds", json!(5)), "upstream_credentials.targets.reddit.link.ttl_seconds"),
+            (with("colour", json!("red")), "upstream_credentials"),
+        ] {
+            let e = parse(doc.clone()).unwrap_err();
+            assert!(e.field.starts_with(field), "{doc}: got {e}");
+        }
+        let rfc = json!({"x": {"mode": "rfc8693", "cluster": "c", "authority": "a", "path": "/t", "link": ok}});
+        assert_eq!(parse(rfc).unwrap_err().field, "upstream_credentials.targets.x.link");
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connector;
 pub mod internal;
 pub mod jwt_bearer;
+pub mod link;
 pub mod plan;
 pub mod rfc8693;
 pub mod shared;
@@ -123,11 +124,14 @@ pub struct ExchangeError {
     pub error: Failure,
     pub message: String,
     pub details: String,
+    /// The connector backend said the user has not linked the provider (`connector.link`): clients that
+    /// can follow a URL elicitation are sent to link it instead of getting this error.
+    pub link_required: bool,
 }
 
 impl ExchangeError {
     pub fn new(status: u32, error: Failure, message: impl Into<String>, details: impl Into<String>) -> Self {
-        ExchangeError { status, error, message: message.into(), details: details.into() }
+        ExchangeError { status, error, message: message.into(), details: details.into(), link_required: false }
     }
 
     /// The JSON-RPC error body: seed 001's object as `error.data`, the request id echoed.

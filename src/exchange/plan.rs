@@ -119,7 +119,28 @@ pub fn answer_of(credentials: &Credentials, target: usize, status: u16, body: &[
     }
 }
 
-/// The body to forward: `_meta.userToken` removed (connector: the temp token is a secret the MCP server
+/// A 2026-07-28 retry after account linking carries back the `requestState` this filter issued (and the
+/// client's answer to the `link_*` elicitation): the MCP server never issued them, so they do not go on.
+/// The state is not verified here because it grants nothing: the retry is exchanged with the backend
+/// afresh; the state's integrity matters in the link URL, where the backend verifies it.
+fn strip_link_round_trip(params: &mut serde_json::Map<String, Value>) -> bool {
+    let mut changed = false;
+    if params.get("requestState").and_then(Value::as_str).is_some_and(|s| s.starts_with(super::link::STATE_PREFIX)) {
+        params.remove("requestState");
+        changed = true;
+    }
+    if let Some(Value::Object(responses)) = params.get_mut("inputResponses") {
+        let before = responses.len();
+        responses.retain(|k, _| !k.starts_with("link_"));
+        changed |= responses.len() != before;
+        if responses.is_empty() {
+            params.remove("inputResponses");
+        }
+    }
+    changed
+}
+
+/// The body to forward: `requestState` and `inputResponses` of a linking round trip removed, `_meta.userToken` removed (connector: the temp token is a secret the MCP server
 /// must not see) and the upstream token put under `inject_meta_key` when configured. None: unchanged.
 pub fn rewrite_body(body: &[u8], remove_user_token: bool, inject: Option<(&str, &str)>) -> Option<Vec<u8>> {
     if !remove_user_token && inject.is_none() {
@@ -132,6 +153,9 @@ pub fn rewrite_body(body: &[u8], remove_user_token: bool, inject: Option<(&str, 
             return;
         }
         let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) else { return };
+        if remove_user_token {
+            changed |= strip_link_round_trip(params);
+        }
         let meta = params.entry("_meta").or_insert_with(|| Value::Object(Default::default()));
         let Some(meta) = meta.as_object_mut() else { return };
         if remove_user_token && meta.remove("userToken").is_some() {
@@ -260,5 +284,12 @@ mod tests {
         let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
         let out: Value = serde_json::from_slice(&rewrite_body(plain, false, Some(("k", "v"))).unwrap()).unwrap();
         assert_eq!(out["params"]["_meta"]["k"], "v");
+        let retry = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","requestState":"mcp-authz.link.x.y",
+            "inputResponses":{"link_reddit":{"action":"accept"},"other":{"action":"accept"}},"_meta":{"userToken":"tmp"}}}"#;
+        let out: Value = serde_json::from_slice(&rewrite_body(retry, true, None).unwrap()).unwrap();
+        assert_eq!(out["params"], json!({"name": "t", "inputResponses": {"other": {"action": "accept"}}, "_meta": {}}));
+        let theirs =
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","requestState":"server-own"}}"#;
+        assert_eq!(rewrite_body(theirs, true, None), None, "the MCP server's own state goes on");
     }
 }

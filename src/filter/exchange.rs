@@ -55,6 +55,7 @@ pub fn obtain(
         (s.context_id, s.principal.clone(), s.token.clone())
     };
     let (Some(principal), Some(token)) = (principal, token) else { return Action::Pause };
+    super::link::note_initialize(worker, state, calls, body.as_deref());
     let plan = match plan::plan(&config.credentials, calls, &principal, &token) {
         Ok(None) => {
             state.borrow_mut().decided.credential = Some("passthrough");
@@ -79,6 +80,10 @@ pub fn obtain(
         chain: plan.chain,
         stage: 0,
         key: plan.key,
+        era: match &config.credentials.targets[plan.target].mode {
+            Mode::Connector(c) if c.link.is_some() => super::link::era(worker, state, calls.first()),
+            _ => crate::exchange::link::ClientEra::Plain,
+        },
         id: plan.id,
         body,
         callout: None,
@@ -389,6 +394,9 @@ fn conclude(
             answer::finish(worker, state, held);
         }
         Err(e) => {
+            if super::link::answer(worker, state, wait.target, wait.era, e, &wait.id) {
+                return;
+            }
             let provider = worker.config.credentials.targets[wait.target].provider_label().to_string();
             fail(worker, state, e, &wait.id, &provider);
         }

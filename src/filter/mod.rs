@@ -19,6 +19,7 @@ mod drain;
 mod exchange;
 pub mod host;
 mod keys;
+mod link;
 pub mod metrics;
 mod parked;
 mod pins;

@@ -80,6 +80,8 @@ pub struct StreamState {
     pub session_id: Option<String>,
     /// The upstream credential being obtained for this request.
     pub credential: Option<CredentialWait>,
+    /// An `initialize` whose client declares URL elicitation (`filter::link`).
+    pub declares_url_elicitation: bool,
     pub response: ResponseMode,
     /// What was decided, for `decision_export`.
     pub decided: crate::export::Record,
@@ -92,6 +94,8 @@ pub struct CredentialWait {
     pub chain: Vec<usize>,
     pub stage: usize,
     pub key: Key,
+    /// What the client can be asked to do if its account is not linked (`connector.link`).
+    pub era: crate::exchange::link::ClientEra,
     /// JSON-RPC id for error answers.
     pub id: Value,
     /// The body to rewrite once the token is known (connector, `inject_meta_key`).
