@@ -1,11 +1,13 @@
 """Brokered upstream credentials through real Envoy: the RFC 7523 JWT bearer grant, alone (the client's
 token as assertion) and chained after an RFC 8693 exchange for an ID-JAG (MCP's enterprise-managed
-authorization). The IdP (stack/sts.py) and the MCP server's authorization server (stack/authz_server.py)
+authorization); account linking by URL elicitation for connector targets (official SDK client, raw
+2026-07-28 requests). The IdP (stack/sts.py) and the MCP server's authorization server (stack/authz_server.py)
 are real HTTP servers that record what they receive; the echo upstream records what the MCP server would
 have received."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import contextlib
@@ -15,15 +17,21 @@ import uuid
 from typing import Iterator
 
 import httpx
+import httpx2
 import jwt
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 
 from harness.envoy import Envoy, filter_config
 from harness.keys import AUDIENCE, ISSUER, make_key, mint
+from harness.mcp_upstream import McpServer
 from harness.servers import EchoServer, JwksServer
 from harness.servers import upstream_bearer as bearer
 from stack.authz_server import TOKEN_PATH, AuthorizationServer
 from stack.common import TrustedIssuer
+from stack.connector import ConnectorBackend
 from stack.sts import TokenExchangeServer
 
 MCP_RESOURCE = "https://mcp.crm.example/mcp"
@@ -269,3 +277,147 @@ def test_id_jag_burst_across_workers_makes_one_chain(stack4: BrokerStack) -> Non
     assert all(r.status_code == 200 for r, _ in results), [r.text for r, _ in results if r.status_code != 200]
     assert len({bearer(seen) for _, seen in results}) == 1
     assert (stack4.idp.hits_for("/token"), stack4.auth.hits_for(TOKEN_PATH)) == (1, 1)
+
+
+# -- account linking by URL elicitation (connector) ------------------------------------------------------
+
+LINK_SECRET = "link-secret-of-the-demo-0123456789abcdef"
+
+
+class LinkStack:
+    def __init__(self, envoy: Envoy, connector: ConnectorBackend, mcp: McpServer, key) -> None:
+        self.envoy, self.connector, self.mcp, self.key = envoy, connector, mcp, key
+
+    def token(self, sub: str) -> str:
+        return mint(self.key, sub=sub, scope="read:tasks", jti=uuid.uuid4().hex)
+
+    def meta(self, user: str) -> dict:
+        return {"userId": user, "userToken": self.connector.issue_temp_token(user, "reddit"), "providerId": "reddit"}
+
+
+@pytest.fixture(scope="module")
+def link_stack(tmp_path_factory) -> Iterator[LinkStack]:
+    key = make_key("ES256", kid="link-es256")
+    with contextlib.ExitStack() as es:
+        jwks = es.enter_context(JwksServer([key]))
+        connector = es.enter_context(ConnectorBackend(link_secret=LINK_SECRET))
+        mcp = McpServer(resumable=False)
+        es.callback(mcp.stop)
+
+        def cfg(port: int) -> dict:
+            c = filter_config(jwks.port, port)
+            c["upstream_credentials"] = {"targets": {"reddit": {
+                "mode": "connector", "cluster": "connector", "authority": f"127.0.0.1:{connector.port}",
+                "provider_id": "reddit", "inject_meta_key": "current_oauth_token",
+                "link": {"url": f"http://127.0.0.1:{connector.port}/link?user={{userId}}&provider={{providerId}}&state={{state}}",
+                         "secret": LINK_SECRET, "statuses": [], "error_codes": ["not_linked"],
+                         "message": "Connect your {providerId} account"}}}}
+            c["mcp"] = {"rules": [{"method": "tools/call", "name": "get_reddit_user", "scopes": ["read:tasks"],
+                                   "credential": "reddit"}]}
+            return c
+
+        envoy = Envoy(tmp_path_factory.mktemp("link"), upstream_port=mcp.port, jwks_port=jwks.port, filter_cfg=cfg,
+                      name="envoy-link", extra_clusters={"connector": connector.port})
+        es.callback(envoy.stop)
+        envoy.start()
+        yield LinkStack(envoy, connector, mcp, key)
+
+
+async def _sdk_call(url: str, token: str, meta: dict, url_elicitation: bool):
+    """tools/call get_reddit_user through the official SDK's 2025-11-25 handshake; with `url_elicitation` the
+    client declares elicitation (form and url) by having an elicitation callback."""
+    async def elicit(ctx, params):  # never called here: the answer is an error, not a request
+        raise AssertionError("unexpected elicitation request")
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write, *_):
+            async with ClientSession(read, write, elicitation_callback=elicit if url_elicitation else None) as session:
+                init = await session.initialize()
+                assert init.protocol_version == "2025-11-25"
+                return await session.call_tool("get_reddit_user", {}, meta=meta)
+
+
+def sdk_call(stack: LinkStack, token: str, meta: dict, url_elicitation: bool):
+    """The result, or the MCPError the SDK raised (out of the task groups that wrap it)."""
+    try:
+        return asyncio.run(_sdk_call(f"{stack.envoy.url}/mcp", token, meta, url_elicitation))
+    except BaseExceptionGroup as group:
+        errors = group.subgroup(MCPError)
+        while isinstance(errors, BaseExceptionGroup):
+            errors = errors.exceptions[0]
+        raise (errors or group) from None
+
+
+def test_link_2025_11_25_client_gets_url_elicitation_then_links_and_succeeds(link_stack: LinkStack) -> None:
+    stack = link_stack
+    token = stack.token("bob")  # bob has not linked reddit
+    with pytest.raises(MCPError) as raised:
+        sdk_call(stack, token, stack.meta("bob"), url_elicitation=True)
+    error = raised.value.error
+    assert error.code == -32042, error
+    [elicitation] = UrlElicitationRequiredError.from_error(error).elicitations
+    print("2025-11-25 answer:", json.dumps(error.model_dump(by_alias=True, exclude_none=True)))
+    assert elicitation.mode == "url" and elicitation.message == "Connect your reddit account"
+    assert len(elicitation.elicitation_id) == 32
+    link_url = httpx.URL(elicitation.url)
+    assert link_url.path == "/link" and link_url.params["user"] == "bob" and link_url.params["provider"] == "reddit"
+    assert stack.connector.verify_state(link_url.params["state"]) == ("bob", "reddit")
+    # A forged state is refused by the backend; the real one links the account.
+    forged = link_url.copy_set_param("state", link_url.params["state"][:-2] + "AA")
+    assert httpx.get(str(forged), timeout=10).status_code == 400
+    assert httpx.get(elicitation.url, timeout=10).json() == {"linked": True, "userId": "bob", "providerId": "reddit"}
+    result = sdk_call(stack, token, stack.meta("bob"), url_elicitation=True)
+    seen = json.loads(result.content[0].text)
+    assert seen["provider_token_present"] and seen["authorization"].startswith("Bearer ")
+    stack.connector.unlink("bob", "reddit")
+
+
+def test_link_client_without_url_elicitation_keeps_seed_001_error(link_stack: LinkStack) -> None:
+    stack = link_stack
+    with pytest.raises(MCPError) as raised:
+        sdk_call(stack, stack.token("carol"), stack.meta("carol"), url_elicitation=False)
+    error = raised.value.error
+    assert error.code == -32003 and error.data["error"] == "access_denied" and error.data["provider"] == "reddit"
+    # An older revision, raw: the same 403 as before linking existed.
+    r = httpx.post(f"{stack.envoy.url}/mcp", timeout=20, headers={
+        "authorization": f"Bearer {stack.token('carol')}", "content-type": "application/json",
+        "accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-06-18"},
+        json={"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+              "params": {"name": "get_reddit_user", "arguments": {}, "_meta": stack.meta("carol")}})
+    assert r.status_code == 403 and r.json()["error"]["data"]["error"] == "access_denied", r.text
+
+
+def test_link_2026_07_28_request_gets_input_required_with_request_state(link_stack: LinkStack) -> None:
+    stack = link_stack
+    token = stack.token("dana")
+    modern = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+              "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
+              "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}}
+
+    def post(id_: int, extra: dict) -> httpx.Response:
+        params = {"name": "get_reddit_user", "arguments": {}, "_meta": {**modern, **stack.meta("dana")}, **extra}
+        return httpx.post(f"{stack.envoy.url}/mcp", timeout=20, headers={
+            "authorization": f"Bearer {token}", "content-type": "application/json",
+            "accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28"},
+            json={"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params})
+
+    r = post(1, {})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    print("2026-07-28 answer:", json.dumps(body))
+    result = body["result"]
+    assert body["id"] == 1 and result["resultType"] == "input_required"
+    request = result["inputRequests"]["link_reddit"]
+    assert request["method"] == "elicitation/create" and request["params"]["mode"] == "url"
+    assert "elicitationId" not in request["params"]
+    state = result["requestState"].removeprefix("mcp-authz.link.")
+    assert stack.connector.verify_state(state) == ("dana", "reddit")
+    assert httpx.get(request["params"]["url"], timeout=10).status_code == 200  # the user links the account
+    before = len(stack.mcp.received())
+    r = post(2, {"requestState": result["requestState"], "inputResponses": {"link_reddit": {"action": "accept"}}})
+    received = stack.mcp.received()[before:]
+    assert len(received) == 1, r.text
+    forwarded = json.loads(received[0]["body"])["params"]
+    assert "requestState" not in forwarded and "inputResponses" not in forwarded, forwarded
+    assert forwarded["_meta"]["current_oauth_token"] and "userToken" not in forwarded["_meta"]
+    stack.connector.unlink("dana", "reddit")
