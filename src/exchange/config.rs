@@ -120,7 +120,7 @@ struct RawTarget {
     #[serde(default)]
     default_ttl_seconds: Option<u64>,
     #[serde(default)]
-    link: Option<RawLink>,
+    link: Option<serde_json::Value>,
     // internal
     #[serde(default)]
     signing_key: Option<serde_json::Value>,
@@ -137,54 +137,75 @@ struct RawTarget {
     assertion_from: Option<String>,
 }
 
-/// `connector.link`: account linking by URL elicitation.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLink {
-    url: String,
-    secret: String,
-    #[serde(default)]
-    statuses: Option<Vec<u16>>,
-    #[serde(default)]
-    error_codes: Option<Vec<String>>,
-    #[serde(default)]
-    ttl_seconds: Option<u64>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
 pub const DEFAULT_LINK_TTL_SECONDS: u64 = 600;
 
-fn validate_link(field: &str, raw: RawLink) -> Result<link::Settings, ConfigError> {
-    let url_ok = (raw.url.starts_with("https://") || raw.url.starts_with("http://"))
-        && raw.url.contains("{state}")
-        && !raw.url.bytes().any(|b| b <= b' ' || b == 0x7f);
+/// `connector.link` (read from JSON by hand: a derived reader costs more Wasm than this small object).
+fn validate_link(field: &str, raw: &serde_json::Value) -> Result<link::Settings, ConfigError> {
+    use serde_json::Value;
+    let object = raw.as_object().ok_or_else(|| ConfigError::new(field, "must be an object"))?;
+    const KNOWN: [&str; 6] = ["url", "secret", "statuses", "error_codes", "ttl_seconds", "message"];
+    if let Some(unknown) = object.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ConfigError::new(format!("{field}.{unknown}"), "unknown field"));
+    }
+    let text = |name: &str| -> Result<Option<String>, ConfigError> {
+        match object.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ConfigError::new(format!("{field}.{name}"), "must be a string")),
+        }
+    };
+    let url = text("url")?.unwrap_or_default();
+    let url_ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.contains("{state}")
+        && !url.bytes().any(|b| b <= b' ' || b == 0x7f);
     if !url_ok {
         return Err(ConfigError::new(
             format!("{field}.url"),
             "must be an http(s) URL template containing {state} (and optionally {userId}, {providerId})",
         ));
     }
-    if raw.secret.len() < 32 {
+    let secret = text("secret")?.unwrap_or_default();
+    if secret.len() < 32 {
         return Err(ConfigError::new(format!("{field}.secret"), "must be at least 32 bytes"));
     }
-    let statuses = raw.statuses.unwrap_or_else(|| vec![403, 404]);
-    for (i, s) in statuses.iter().enumerate() {
-        check_range(&format!("{field}.statuses[{i}]"), u64::from(*s), 400, 599)?;
+    let list = |name: &str| -> Result<Option<&Vec<Value>>, ConfigError> {
+        match object.get(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(_) => Err(ConfigError::new(format!("{field}.{name}"), "must be a list")),
+        }
+    };
+    let mut statuses = vec![403, 404];
+    if let Some(items) = list("statuses")? {
+        statuses.clear();
+        for (i, s) in items.iter().enumerate() {
+            let f = format!("{field}.statuses[{i}]");
+            let n = s.as_u64().ok_or_else(|| ConfigError::new(f.clone(), "must be an HTTP status"))?;
+            check_range(&f, n, 400, 599)?;
+            statuses.push(n as u16);
+        }
     }
-    let error_codes = raw.error_codes.unwrap_or_default();
+    let mut error_codes = Vec::new();
+    for (i, c) in list("error_codes")?.into_iter().flatten().enumerate() {
+        let code = c.as_str().filter(|c| !c.is_empty());
+        let code = code.ok_or_else(|| ConfigError::new(format!("{field}.error_codes[{i}]"), "must be a word"))?;
+        error_codes.push(code.to_string());
+    }
     if statuses.is_empty() && error_codes.is_empty() {
         return Err(ConfigError::new(field, "needs statuses or error_codes: how the backend says \"not linked\""));
     }
-    let ttl_seconds = raw.ttl_seconds.unwrap_or(DEFAULT_LINK_TTL_SECONDS);
+    let ttl_seconds = match object.get("ttl_seconds") {
+        None => DEFAULT_LINK_TTL_SECONDS,
+        Some(v) => v.as_u64().ok_or_else(|| ConfigError::new(format!("{field}.ttl_seconds"), "must be a number"))?,
+    };
     check_range(&format!("{field}.ttl_seconds"), ttl_seconds, 60, 86_400)?;
     Ok(link::Settings {
-        url_template: raw.url,
-        key: link::Key(raw.secret.into_bytes()),
+        url_template: url,
+        key: link::Key(secret.into_bytes()),
         statuses,
         error_codes,
         ttl_seconds,
-        message: raw.message.unwrap_or_else(|| "Connect your {providerId} account to use this tool".into()),
+        message: text("message")?.unwrap_or_else(|| "Connect your {providerId} account to use this tool".into()),
     })
 }
 
@@ -411,7 +432,7 @@ fn validate_target(field: &str, name: String, t: RawTarget) -> Result<Target, Co
                 provider_id,
                 user_id_claim: t.user_id_claim.unwrap_or_else(|| "sub".into()),
                 default_ttl_seconds,
-                link: t.link.map(|l| validate_link(&format!("{field}.link"), l)).transpose()?,
+                link: t.link.as_ref().map(|l| validate_link(&format!("{field}.link"), l)).transpose()?,
             })
         }
         "internal" => {
@@ -567,7 +588,8 @@ mod tests {
             (with("statuses", json!([200])), "upstream_credentials.targets.reddit.link.statuses[0]"),
             (with("statuses", json!([])), "upstream_credentials.targets.reddit.link"),
             (with("ttl_seconds", json!(5)), "upstream_credentials.targets.reddit.link.ttl_seconds"),
-            (with("colour", json!("red")), "upstream_credentials"),
+            (with("colour", json!("red")), "upstream_credentials.targets.reddit.link.colour"),
+            (with("statuses", json!("404")), "upstream_credentials.targets.reddit.link.statuses"),
         ] {
             let e = parse(doc.clone()).unwrap_err();
             assert!(e.field.starts_with(field), "{doc}: got {e}");
