@@ -235,6 +235,9 @@ pub(crate) fn validate_credentials(field: &str, raw: RawCredentials) -> Result<C
                 .iter()
                 .position(|t| t.name == name)
                 .ok_or_else(|| ConfigError::new(format!("{field}.default"), format!("no target named {name:?}")))?;
+            if targets[i].issues_grant_only() {
+                return Err(ConfigError::new(format!("{field}.default"), super::GRANT_ONLY));
+            }
             if matches!(targets[i].mode, Mode::Connector(_)) {
                 return Err(ConfigError::new(
                     format!("{field}.default"),
@@ -559,6 +562,20 @@ mod tests {
         t["direct"]["assertion_from"] = json!("crm");
         let e = parse(t).unwrap_err();
         assert!(e.to_string().contains("cycle"), "{e}");
+        // An ID-JAG target cannot be the default credential (nor a rule's: config::tests).
+        let doc = format!(
+            r#"{{"providers":[{PROVIDER}],"upstream_credentials":{{"default":"idjag","targets":{}}}}}"#,
+            id_jag_targets()
+        );
+        let e = crate::config::parse(doc.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "upstream_credentials.default", "{e}");
+        let doc = format!(
+            r#"{{"providers":[{PROVIDER}],"upstream_credentials":{{"targets":{}}},
+                "mcp":{{"rules":[{{"method":"tools/call","name":"t","credential":"idjag"}}]}}}}"#,
+            id_jag_targets()
+        );
+        let e = crate::config::parse(doc.as_bytes()).unwrap_err();
+        assert!(e.field.ends_with(".credential") && e.to_string().contains("ID-JAG"), "{e}");
         // A connector cannot provide an assertion.
         let mut t = id_jag_targets();
         t["reddit"] = json!({"mode": "connector", "cluster": "c", "authority": "c", "provider_id": "reddit"});

@@ -31,7 +31,15 @@ pub struct Target {
     pub inject_meta_key: Option<String>,
 }
 
+/// Why a target that issues an ID-JAG cannot be a request's credential.
+pub const GRANT_ONLY: &str = "this target obtains an ID-JAG, a grant for an authorization server, not a token for an upstream: name it in a jwt_bearer target's assertion_from";
+
 impl Target {
+    /// Whether the token this target obtains is only a grant for the next step of a chain (an ID-JAG).
+    pub fn issues_grant_only(&self) -> bool {
+        matches!(&self.mode, Mode::Rfc8693(s) if s.requested_token_type.as_deref() == Some(rfc8693::ID_JAG_TOKEN_TYPE))
+    }
+
     /// For logs and seed 001's `provider` field.
     pub fn provider_label(&self) -> &str {
         match &self.mode {
