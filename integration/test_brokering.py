@@ -421,3 +421,48 @@ def test_link_2026_07_28_request_gets_input_required_with_request_state(link_sta
     assert "requestState" not in forwarded and "inputResponses" not in forwarded, forwarded
     assert forwarded["_meta"]["current_oauth_token"] and "userToken" not in forwarded["_meta"]
     stack.connector.unlink("dana", "reddit")
+
+
+# -- configuration refused at load --------------------------------------------------------------------
+
+
+def _targets(**changes) -> dict:
+    targets = {
+        "idjag": {"mode": "rfc8693", "cluster": "idp", "authority": "idp", "path": "/token",
+                  "requested_token_type": ID_JAG, "audience": "https://as", "resource": MCP_RESOURCE},
+        "crm": {"mode": "jwt_bearer", "cluster": "auth", "authority": "as", "path": TOKEN_PATH, "assertion_from": "idjag"},
+        "reddit": {"mode": "connector", "cluster": "c", "authority": "c", "provider_id": "reddit",
+                   "link": {"url": "https://backend/link?state={state}", "secret": LINK_SECRET}},
+    }
+    for path, value in changes.items():
+        name, field = path.split("__")
+        if value is None:
+            targets[name].pop(field)
+        else:
+            targets[name][field] = value
+    return targets
+
+
+@pytest.mark.parametrize("targets,rules,field", [
+    (_targets(crm__assertion_from="nope"), [], "upstream_credentials.targets.crm.assertion_from"),
+    (_targets(idjag__mode="jwt_bearer", idjag__requested_token_type=None, idjag__audience=None,
+              idjag__resource=None, idjag__assertion_from="crm"), [], "upstream_credentials.targets.crm.assertion_from"),
+    (_targets(crm__cluster=None), [], "upstream_credentials.targets.crm.cluster"),
+    (_targets(reddit__link={"url": "https://backend/link", "secret": LINK_SECRET}), [],
+     "upstream_credentials.targets.reddit.link.url"),
+    (_targets(), [{"method": "tools/call", "name": "t", "credential": "idjag"}], "mcp.rules[0].credential"),
+], ids=["unknown_assertion_source", "cycle", "missing_cluster", "link_without_state", "id_jag_as_credential"])
+def test_bad_brokering_config_is_refused_naming_the_field(tmp_path, targets, rules, field) -> None:
+    def render(port: int) -> str:
+        cfg = filter_config(jwks_port=9, listener_port=port)
+        cfg["upstream_credentials"] = {"targets": targets}
+        if rules:
+            cfg["mcp"] = {"rules": rules}
+        return json.dumps(cfg)
+
+    envoy = Envoy(tmp_path, upstream_port=9, jwks_port=9, filter_json=render)
+    rc, log = envoy.start_expect_failure()
+    assert rc != 0, log[-3000:]
+    lines = [line for line in log.splitlines() if field in line and "configuration refused" in line]
+    assert lines, f"no log line names {field!r}:\n{log[-3000:]}"
+    assert LINK_SECRET not in log, "the link secret is never logged"
