@@ -37,7 +37,8 @@ from harness.jsonrpc import received_messages
 from stack import config
 from stack.local import ALL_TOOLS
 
-STEPS = ("list-tools", "allowed-call", "denied-call", "connector-exchange", "rfc8693-exchange", "opaque-token")
+STEPS = ("list-tools", "allowed-call", "denied-call", "connector-exchange", "id-jag-exchange", "rfc8693-exchange",
+         "opaque-token")
 SESSION_TIMEOUT = 60.0
 USER = config.DEMO_USER
 
@@ -148,11 +149,12 @@ class Demo:
             await self.step_allowed(client)
             await self.step_denied(client, http_log)
             await self.step_connector(client, reader)
+            await self.step_id_jag(client, reader)
 
         await self.session(reader, as_reader)
         writer = self.token("read:tasks write:tasks")
         self.say()
-        self.say('5. A writer (scope="read:tasks write:tasks") creates a task; the filter exchanges the token first')
+        self.say('6. A writer (scope="read:tasks write:tasks") creates a task; the filter exchanges the token first')
 
         async def as_writer(client: Client, http_log: list) -> None:
             await self.step_rfc8693(client, writer)
@@ -170,7 +172,7 @@ class Demo:
     async def step_list(self, client: Client) -> None:
         names = sorted(t.name for t in (await client.list_tools()).tools)
         hidden = sorted(set(ALL_TOOLS) - set(names))
-        ok = names == ["getTasks", "get_reddit_user", "whoami"]
+        ok = names == ["crm_whoami", "getTasks", "get_reddit_user", "whoami"]
         self.status("list-tools", ok, f"tools/list -> {', '.join(names)}")
         self.say(f"     hidden by the filter (the reader lacks their scopes): {', '.join(hidden) or '(none)'}")
 
@@ -264,6 +266,35 @@ class Demo:
         self.say("     the MCP server got the provider token in _meta.current_oauth_token and as")
         self.say(f"     Authorization: {scheme} {mask(upstream_token)} (never the client's token); its _meta: {', '.join(own)}")
 
+    async def step_id_jag(self, client: Client, reader: str) -> None:
+        self.say()
+        self.say("5. tools/call crm_whoami: enterprise-managed authorization (ID-JAG), brokered by the filter")
+        try:
+            result = await client.call_tool("crm_whoami", {})
+            seen = json.loads(self.text(result))
+        except (MCPError, ValueError) as e:
+            self.status("id-jag-exchange", False, f"crm_whoami refused: {e}")
+            self.explain_missing_credentials()
+            return
+        crm_as = self.stack.crm_as if self.stack else None
+        expected_iss = crm_as.issuer if crm_as else config.COMPOSE_AS_ISSUER
+        ok = (seen.get("jwt") and seen.get("iss") == expected_iss and seen.get("sub") == USER
+              and seen.get("client_id") == config.STS_CLIENT_ID)
+        self.status("id-jag-exchange", bool(ok),
+                    f"crm_whoami -> the MCP server got a token from iss={seen.get('iss')} for sub={seen.get('sub')}")
+        sts_issuer = self.stack.sts.issuer if self.stack else "http://sts:9100"
+        self.say(f"     a. token exchange at the enterprise IdP ({sts_issuer}/token): subject_token = the reader's token,")
+        self.say(f"        requested_token_type = ...:id-jag, audience = {expected_iss} -> an ID-JAG (typ oauth-id-jag+jwt)")
+        self.say(f"     b. JWT bearer grant at the CRM's authorization server ({expected_iss}/oauth2/token) with that ID-JAG")
+        self.say(f"     c. the MCP server received that server's access token: aud={seen.get('aud')} "
+                 f"client_id={seen.get('client_id')} (never the reader's token{', never the ID-JAG' if ok else ''})")
+        if crm_as is not None and crm_as.accepted:
+            claims = crm_as.accepted[-1]
+            self.say(f"     the authorization server checked the ID-JAG: iss={claims.get('iss')} aud={claims.get('aud')} "
+                     f"resource={claims.get('resource')}")
+        if not ok:
+            self.explain_missing_credentials()
+
     async def step_rfc8693(self, client: Client, writer: str) -> None:
         try:
             result = await client.call_tool("createTask", {"title": "Try mcp-authz", "description": "from the demo"})
@@ -319,6 +350,7 @@ def print_endpoints(demo: Demo, urls: dict[str, str], workdir: Path | None) -> N
         ("MCP endpoint (Envoy + mcp-authz)", urls["mcp"]),
         ("identity provider (POST /token)", urls["idp"]),
         ("token exchange server (RFC 8693)", urls["sts"]),
+        ("CRM authorization server (ID-JAG)", urls["crm_as"]),
         ("connector backend (seed 001)", urls["connector"]),
         ("tasks API (seed 000)", urls["backend"]),
         ("MCP server, behind Envoy", urls["mcp_direct"]),

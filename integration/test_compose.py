@@ -37,7 +37,7 @@ from stack.local import StackEnvoy
 INTEGRATION = REPO / "integration"
 COMPOSE_FILE = INTEGRATION / "docker-compose.yml"
 DEMO = INTEGRATION / "demo.py"
-PYTHON_SERVICES = ("idp", "sts", "connector", "backend-api", "mcp-server")
+PYTHON_SERVICES = ("idp", "sts", "connector", "crm-as", "backend-api", "mcp-server")
 
 
 def compose() -> dict:
@@ -273,5 +273,5 @@ def test_compose_commands_serve_the_demo_session(tmp_path):
                                 preexec_fn=die_with_parent)
         out = result.stdout + result.stderr
         assert result.returncode == 0, out
-        assert "RESULT: 6/6 steps as expected" in out, out
+        assert "RESULT: 7/7 steps as expected" in out, out
         assert "[ok] connector-exchange" in out and "[ok] rfc8693-exchange" in out, out

@@ -17,6 +17,7 @@ import pytest
 from harness.envoy import Envoy, filter_config
 from harness.keys import AUDIENCE, ISSUER, make_key, mint
 from harness.servers import EchoServer, JwksServer
+from harness.servers import upstream_bearer as bearer
 from stack.connector import ConnectorBackend
 from stack.sts import TokenExchangeServer
 
@@ -112,12 +113,6 @@ def _fresh(request) -> None:
             for server in (stack.sts, stack.connector):
                 server.reset_counters()
                 server.set_default("ok")
-
-
-def bearer(seen: dict) -> str:
-    value = seen["headers"]["authorization"]
-    assert value.startswith("Bearer ")
-    return value[len("Bearer "):]
 
 
 def error_data(r: httpx.Response) -> dict:

@@ -124,15 +124,16 @@ def run_demo(env: dict[str, str]) -> str:
 
 
 DEMO_LINES = [
-    "[ok] list-tools: tools/list -> getTasks, get_reddit_user, whoami",
+    "[ok] list-tools: tools/list -> crm_whoami, getTasks, get_reddit_user, whoami",
     "hidden by the filter (the reader lacks their scopes): admin_reset, createTask",
     "[ok] denied-call: createTask -> HTTP 403",
     'WWW-Authenticate: Bearer error="insufficient_scope", scope="write:tasks"',
     "JSON-RPC error -32003: Insufficient scope: requires write:tasks",
     "[ok] connector-exchange: get_reddit_user -> the provider knows this user as alice_on_reddit",
+    "[ok] id-jag-exchange: crm_whoami -> the MCP server got a token from iss=http",
     "[ok] rfc8693-exchange: createTask -> Created task: Try mcp-authz",
     "[ok] opaque-token: whoami -> the MCP server saw x-user-sub=alice x-user-scopes=read:tasks",
-    "RESULT: 6/6 steps as expected",
+    "RESULT: 7/7 steps as expected",
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.parse
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Request:
     headers: dict[str, str]  # names lower-cased; a repeated header's values joined with ", "
     body: bytes
     target: str = ""  # the request target as sent (path and query)
+    received_at: float = field(default_factory=time.monotonic)  # to order requests across servers
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8"))

@@ -178,3 +178,10 @@ class EchoServer(ScriptedServer):
             gates, self._held = list(self._held.values()), {}
         for gate in gates:
             gate.set()
+
+
+def upstream_bearer(seen: dict) -> str:
+    """The bearer token in a request the echo upstream recorded (`EchoServer.seen`)."""
+    value = seen["headers"]["authorization"]
+    assert value.startswith("Bearer ")
+    return value[len("Bearer "):]

@@ -30,17 +30,19 @@ COMPOSE_SERVICES: dict[str, tuple[str, int]] = {
     "idp": ("idp", 9000),
     "sts": ("sts", 9100),
     "connector": ("connector", 9200),
+    "crm-as": ("crm-as", 9300),
     "backend-api": ("backend-api", 4000),
     "mcp-server": ("mcp-server", 8000),
 }
 COMPOSE_ISSUER = "http://idp:9000"
-COMPOSE_RESOURCE = "http://localhost:10000/mcp"  # the MCP endpoint as a user on the docker host calls it
+COMPOSE_RESOURCE = "http://localhost:10000/mcp"
+COMPOSE_AS_ISSUER = "http://crm-as:9300"  # the CRM's authorization server (ID-JAG audience)  # the MCP endpoint as a user on the docker host calls it
 COMPOSE_WASM = "/etc/envoy/mcp_authz.wasm"
 
 PLACEHOLDERS = (
     "ADMIN_ADDRESS", "ADMIN_PORT", "LISTEN_ADDRESS", "LISTENER_PORT", "WASM", "MCP_HOST", "MCP_PORT", "IDP_HOST",
     "IDP_PORT", "STS_HOST", "STS_PORT", "CONNECTOR_HOST", "CONNECTOR_PORT", "ISSUER", "AUDIENCE", "RESOURCE",
-    "STS_CLIENT_SECRET",
+    "STS_CLIENT_SECRET", "AS_HOST", "AS_PORT", "AS_ISSUER",
 )
 
 
@@ -65,11 +67,12 @@ def compose_values() -> dict[str, Any]:
         "CONNECTOR_HOST": s["connector"][0], "CONNECTOR_PORT": s["connector"][1],
         "ISSUER": COMPOSE_ISSUER, "AUDIENCE": COMPOSE_RESOURCE, "RESOURCE": COMPOSE_RESOURCE,
         "STS_CLIENT_SECRET": STS_CLIENT_SECRET,
+        "AS_HOST": s["crm-as"][0], "AS_PORT": s["crm-as"][1], "AS_ISSUER": COMPOSE_AS_ISSUER,
     }
 
 
 def local_values(*, listener_port: int, wasm: Path | str, mcp_port: int, idp_port: int, sts_port: int,
-                 connector_port: int, issuer: str) -> dict[str, Any]:
+                 connector_port: int, issuer: str, as_port: int, as_issuer: str) -> dict[str, Any]:
     resource = f"http://127.0.0.1:{listener_port}/mcp"
     return {
         "ADMIN_ADDRESS": "127.0.0.1", "ADMIN_PORT": 0,  # the real port is read from --admin-address-path
@@ -81,6 +84,7 @@ def local_values(*, listener_port: int, wasm: Path | str, mcp_port: int, idp_por
         "CONNECTOR_HOST": "127.0.0.1", "CONNECTOR_PORT": connector_port,
         "ISSUER": issuer, "AUDIENCE": resource, "RESOURCE": resource,
         "STS_CLIENT_SECRET": STS_CLIENT_SECRET,
+        "AS_HOST": "127.0.0.1", "AS_PORT": as_port, "AS_ISSUER": as_issuer,
     }
 
 

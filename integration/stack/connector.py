@@ -6,6 +6,10 @@
                                          temp token issued for another provider)
                                      404 provider not configured          400 malformed request
                                      500 backend error (scripted)
+  GET  /link?state=..                account linking (the filter's `link.url`, with `link_secret`): verifies the
+                                     state (HMAC-SHA256 over its first part, `exp`), then links its user to its
+                                     provider -> 200 {"linked", "userId", "providerId"}; 400 invalid_state
+                                     (A missing link answers requestAuth 403 {"error": "not_linked"}.)
   POST /api/connectors/tempToken     demo/test helper standing in for the app's account-linking flow:
                                      {"userId", "providerId", "ttl"?} -> {"userToken", "expiresIn"}
   GET  /provider/<id>/api/v1/me      the provider's API (a stand-in for Reddit's): needs
@@ -19,6 +23,10 @@ Run: python -m stack.connector --port 9200 --link alice:reddit
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import threading
 import time
@@ -47,8 +55,9 @@ class ConnectorBackend(JsonServer):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, providers: tuple[str, ...] | list[str] = DEFAULT_PROVIDERS,
                  links: tuple[tuple[str, str], ...] | list[tuple[str, str]] = DEFAULT_LINKS, temp_token_ttl: int = 300,
-                 expires_in: int | None = None) -> None:
+                 expires_in: int | None = None, link_secret: str | None = None) -> None:
         super().__init__(host, port)
+        self.link_secret = link_secret
         self.providers = list(providers)
         self.temp_token_ttl = temp_token_ttl
         self.expires_in = expires_in  # None: answer {"accessToken"} only, as in seed 001
@@ -62,6 +71,7 @@ class ConnectorBackend(JsonServer):
         self.routes.update({
             ("POST", REQUEST_AUTH): self._request_auth,
             ("POST", "/api/connectors/tempToken"): self._temp_token,
+            ("GET", "/link"): self._link,
         })
         for provider in self.providers:
             self.routes[("GET", f"/provider/{provider}/api/v1/me")] = self._provider_me
@@ -116,13 +126,40 @@ class ConnectorBackend(JsonServer):
             if temp is None or temp.user_id != user_id:
                 return error(401, "invalid_token", "invalid or expired temp token")
             access = self._linked.get((user_id, provider_id))
-            if temp.provider_id != provider_id or access is None:
+            if temp.provider_id != provider_id:
                 return error(403, "forbidden", "user not authorized for provider")
+            if access is None:
+                return error(403, "not_linked", "the user has not linked this provider")
             self.exchanges += 1
         answer: dict[str, Any] = {"accessToken": access}
         if self.expires_in is not None:
             answer["expiresIn"] = self.expires_in
         return Response(200, answer)
+
+    def verify_state(self, state: str) -> tuple[str, str] | None:
+        """(user, provider) of a state the filter signed with `link_secret` that has not expired."""
+        if not self.link_secret or "." not in state:
+            return None
+        body, mac = state.split(".", 1)
+        wanted = base64.urlsafe_b64encode(hmac.new(self.link_secret.encode(), body.encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(wanted.rstrip(b"=").decode(), mac):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
+            return None
+        user, provider = claims.get("sub"), claims.get("provider")
+        return (user, provider) if isinstance(user, str) and isinstance(provider, str) else None
+
+    def _link(self, req: Request) -> Response:
+        verified = self.verify_state(req.query.get("state", [""])[0])
+        if verified is None:
+            return error(400, "invalid_state", "the link state is missing, forged or expired")
+        user, provider = verified
+        self.link(user, provider)
+        return Response(200, {"linked": True, "userId": user, "providerId": provider})
 
     def _temp_token(self, req: Request) -> Response:
         try:

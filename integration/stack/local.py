@@ -19,6 +19,7 @@ from harness.envoy import Envoy, EnvoyExited, wasm_path
 from harness.mcp_upstream import McpServer
 
 from . import config
+from .authz_server import AuthorizationServer
 from .backend_api import TasksApi
 from .common import TrustedIssuer
 from .connector import ConnectorBackend
@@ -26,7 +27,7 @@ from .idp import IdentityProvider
 from .sts import TokenExchangeServer
 
 # Every tool of the sample MCP server (what a caller would see without the filter).
-ALL_TOOLS = ("admin_reset", "createTask", "getTasks", "get_reddit_user", "whoami")
+ALL_TOOLS = ("admin_reset", "createTask", "crm_whoami", "getTasks", "get_reddit_user", "whoami")
 
 
 class StackEnvoy(Envoy):
@@ -63,6 +64,7 @@ class LocalStack:
         self.idp: IdentityProvider | None = None
         self.sts: TokenExchangeServer | None = None
         self.connector: ConnectorBackend | None = None
+        self.crm_as: AuthorizationServer | None = None
         self.backend: TasksApi | None = None
         self.mcp: McpServer | None = None
         self.envoy: StackEnvoy | None = None
@@ -84,6 +86,7 @@ class LocalStack:
             "idp": self.idp.url,
             "sts": self.sts.url,
             "connector": self.connector.url,
+            "crm_as": self.crm_as.url,
             "backend": self.backend.url,
             "mcp_direct": self.mcp.url,
             "envoy_admin": f"http://{self.envoy.admin}",
@@ -112,6 +115,12 @@ class LocalStack:
         self.sts = self._exit.enter_context(TokenExchangeServer(
             subject_issuer=self.idp.issuer, subject_jwks_url=jwks_url, subject_audiences=[resource],
             clients={config.STS_CLIENT_ID: config.STS_CLIENT_SECRET}))
+        # Enterprise-managed authorization: the STS stands in for the enterprise IdP and issues ID-JAGs for
+        # the CRM's authorization server, which trades them (JWT bearer grant) for its own access tokens.
+        self.crm_as = self._exit.enter_context(AuthorizationServer(
+            idp_issuer=self.sts.issuer, idp_jwks_url=self.sts.jwks_url, resources=[resource],
+            clients={config.STS_CLIENT_ID: config.STS_CLIENT_SECRET}))
+        self.sts.id_jag_audiences.append(self.crm_as.issuer)
         self.connector = self._exit.enter_context(ConnectorBackend())
         self.backend = self._exit.enter_context(TasksApi(trusted=[
             TrustedIssuer(self.idp.issuer, jwks_url, [resource]),
@@ -123,7 +132,8 @@ class LocalStack:
         self._exit.callback(self.mcp.stop)
         self.rendered = config.render(config.local_values(
             listener_port=self.envoy.listener_port, wasm=wasm, mcp_port=self.mcp.port, idp_port=self.idp.port,
-            sts_port=self.sts.port, connector_port=self.connector.port, issuer=self.idp.issuer))
+            sts_port=self.sts.port, connector_port=self.connector.port, issuer=self.idp.issuer,
+            as_port=self.crm_as.port, as_issuer=self.crm_as.issuer))
         self.envoy.use_config(self.rendered)
         try:
             self.envoy.start()

@@ -21,6 +21,7 @@ Run: python mcp_server.py --port 8000 [--json-response] [--resumable] [--backend
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import threading
 from typing import Annotated, Any
@@ -105,6 +106,20 @@ def search(q: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Q"})],
     """Search the tasks (2026-07-28: `q` and `limit` are mirrored into Mcp-Param-Q / Mcp-Param-Limit).
     Registered only with --header-tool, so that other suites' tool lists stay as they are."""
     return json.dumps({"q": q, "limit": limit})
+
+
+@mcp.tool()
+def crm_whoami(ctx: Context) -> str:
+    """Report the access token this server received for the CRM: who issued it, for whom (the claims,
+    read without verification: a demo of what arrived, not an authorization decision)."""
+    scheme, _, token = (_headers(ctx).get("authorization") or "").partition(" ")
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return json.dumps({"scheme": scheme, "jwt": False})
+    return json.dumps({"scheme": scheme, "jwt": True,
+                       **{k: claims.get(k) for k in ("iss", "aud", "sub", "client_id", "scope")}})
 
 
 def _meta(ctx: Context) -> dict[str, Any]:

@@ -7,6 +7,13 @@
                   [audience=..] [resource=..] [scope=..] [requested_token_type=..]
                 client authentication: HTTP Basic (RFC 6749 §2.3.1) or client_id/client_secret in the form
                 -> 200 {"access_token", "issued_token_type", "token_type": "Bearer", "expires_in", "scope"}
+                requested_token_type=urn:ietf:params:oauth:token-type:id-jag (MCP enterprise-managed
+                authorization, ext-auth draft of 2025-10-24; draft-ietf-oauth-identity-assertion-authz-grant):
+                `audience` (an authorization server's issuer, one of `id_jag_audiences`) and `resource` are
+                required; -> 200 {"access_token": <ID-JAG>, "issued_token_type": "...:id-jag",
+                "token_type": "N_A", "expires_in"}. The ID-JAG is a JWT with header typ `oauth-id-jag+jwt`
+                and claims iss, sub, aud (the authorization server), resource, client_id (the authenticated
+                client), jti, iat, exp, scope.
                    The token is a JWT signed by this server's own key: iss = this server, sub = the subject's
                    sub, aud = the requested audience/resource, scope = requested ∩ subject's scopes,
                    act = {"sub": <client_id>} (RFC 8693 §4.1, nesting any earlier `act`).
@@ -36,6 +43,9 @@ from .common import JsonServer, JwtVerifier, TokenError, authenticate_client, oa
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+ID_JAG_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
+ID_JAG_TYP = "oauth-id-jag+jwt"
+ID_JAG_TTL = 300
 SUBJECT_TOKEN_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
 
 DEFAULT_CLIENTS = {"mcp-gateway": "demo-secret"}
@@ -49,7 +59,8 @@ class TokenExchangeServer(JsonServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, subject_issuer: str, subject_jwks_url: str,
                  subject_audiences: list[str] | None = None, issuer: str | None = None,
                  clients: dict[str, str] | None = None, client_auth: str = "any",
-                 targets: list[str] | tuple[str, ...] = DEFAULT_TARGETS, token_ttl: int = 300) -> None:
+                 targets: list[str] | tuple[str, ...] = DEFAULT_TARGETS, token_ttl: int = 300,
+                 id_jag_audiences: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(host, port)
         if client_auth not in ("basic", "post", "any"):
             raise ValueError("client_auth must be basic, post or any")
@@ -58,6 +69,7 @@ class TokenExchangeServer(JsonServer):
         self.client_auth = client_auth
         self.targets = list(targets)
         self.token_ttl = token_ttl
+        self.id_jag_audiences = list(id_jag_audiences)  # authorization servers this IdP issues ID-JAGs for
         self.key = make_key("ES256")
         self.verifier = JwtVerifier([TrustedIssuer(subject_issuer, subject_jwks_url, subject_audiences)])
         self._issued_lock = threading.Lock()
@@ -78,6 +90,7 @@ class TokenExchangeServer(JsonServer):
             "jwks_uri": self.jwks_url,
             "token_endpoint": f"{self.issuer}/token",
             "grant_types_supported": [GRANT_TYPE],
+            "token_exchange_requested_token_types_supported": [ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, ID_JAG_TOKEN_TYPE],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         })
 
@@ -112,6 +125,8 @@ class TokenExchangeServer(JsonServer):
         if "actor_token" in one or "actor_token_type" in one:
             return oauth_error(400, "invalid_request", "actor tokens are not supported")
         requested_type = one.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if requested_type == ID_JAG_TOKEN_TYPE:
+            return self._id_jag(client_id, form, one, subject_token)
         if requested_type not in (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE):
             return oauth_error(400, "invalid_request", "unsupported requested_token_type")
         try:
@@ -158,6 +173,30 @@ class TokenExchangeServer(JsonServer):
             "scope": claims["scope"],
         })
 
+    def _id_jag(self, client_id: str, form: dict[str, list[str]], one: dict[str, str], subject_token: str) -> Response:
+        """An Identity Assertion JWT Authorization Grant for the authorization server named by `audience`."""
+        audiences, resources = form.get("audience", []), form.get("resource", [])
+        if len(audiences) != 1 or len(resources) != 1:
+            return oauth_error(400, "invalid_request", "an ID-JAG needs exactly one audience and one resource")
+        if audiences[0] not in self.id_jag_audiences:
+            return oauth_error(400, "invalid_target", "no ID-JAGs are issued for this authorization server")
+        try:
+            subject = self.verifier.verify(subject_token)
+        except TokenError as e:
+            return oauth_error(400, "invalid_grant", f"subject token refused: {e.reason}")
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": subject.get("sub"), "aud": audiences[0], "resource": resources[0],
+                  "client_id": client_id, "jti": uuid.uuid4().hex, "iat": now, "exp": now + ID_JAG_TTL}
+        if "scope" in one:
+            claims["scope"] = one["scope"]
+        with self._issued_lock:
+            self.issued.append(claims)
+        body = {"access_token": self.key.sign(claims, headers={"typ": ID_JAG_TYP}),
+                "issued_token_type": ID_JAG_TOKEN_TYPE, "token_type": "N_A", "expires_in": ID_JAG_TTL}
+        if "scope" in one:
+            body["scope"] = one["scope"]
+        return Response(200, body)
+
     def _special(self, behaviour: Any, req: Request) -> Response | None:
         if behaviour in ("expires_in_0", "expires_in_negative", "no_access_token", "wrong_token_type"):
             body = {"access_token": "opaque-" + uuid.uuid4().hex, "issued_token_type": ACCESS_TOKEN_TYPE,
@@ -189,13 +228,15 @@ def main() -> None:
     parser.add_argument("--client-auth", choices=["basic", "post", "any"], default="any")
     parser.add_argument("--target", action="append", help="an audience/resource this server issues for (repeatable)")
     parser.add_argument("--token-ttl", type=int, default=300)
+    parser.add_argument("--id-jag-audience", action="append", default=[],
+                        help="an authorization server issuer this IdP issues ID-JAGs for (repeatable)")
     args = parser.parse_args()
     setup_logging(args.log_level)
     clients = dict(c.split(":", 1) for c in args.client) if args.client else None
     TokenExchangeServer(
         args.host, args.port, subject_issuer=args.subject_issuer, subject_jwks_url=args.subject_jwks_url,
         subject_audiences=args.subject_audience, issuer=args.issuer, clients=clients, client_auth=args.client_auth,
-        targets=args.target or DEFAULT_TARGETS, token_ttl=args.token_ttl,
+        targets=args.target or DEFAULT_TARGETS, token_ttl=args.token_ttl, id_jag_audiences=args.id_jag_audience,
     ).serve_forever()
 
 

@@ -10,8 +10,8 @@ pub(crate) mod fields;
 
 pub use fields::ConfigError;
 
-use crate::exchange::Mode;
 use crate::exchange::config::{Credentials, PASSTHROUGH, RawCredentials, validate_credentials};
+use crate::exchange::{GRANT_ONLY, Mode};
 use crate::export;
 use crate::http_reply::Challenge;
 use crate::jwt::provider::{Provider, RawProvider, validate_provider};
@@ -242,6 +242,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         // Exactly tools/call: a glob would also send other methods' `_meta.userToken` upstream.
         if matches!(target.mode, Mode::Connector(_)) && method.as_string() != "tools/call" {
             return Err(ConfigError::new(field, "connector targets serve tools/call rules only"));
+        }
+        if target.issues_grant_only() {
+            return Err(ConfigError::new(field, GRANT_ONLY));
         }
         Ok(())
     };

@@ -4,7 +4,7 @@
 //! The seed's decorator trusts `userId` from the client. Here it must equal the verified token's subject
 //! (or a configured claim): a client cannot ask for another user's provider token.
 
-use super::{Callout, ExchangeError, Failure, Issued, status_error};
+use super::{Callout, ExchangeError, Failure, Issued, link, status_error};
 use crate::jwt::Principal;
 use serde_json::{Map, Value, json};
 
@@ -19,6 +19,8 @@ pub struct Settings {
     pub user_id_claim: String,
     /// Reuse time for a provider token when the backend gives no `expiresIn`.
     pub default_ttl_seconds: u64,
+    /// Account linking by URL elicitation, when configured.
+    pub link: Option<link::Settings>,
 }
 
 /// The three `_meta` parameters, checked against the verified caller.
@@ -95,7 +97,9 @@ pub fn request(s: &Settings, p: &Parameters, timeout_ms: u64) -> Callout {
 
 pub fn response(s: &Settings, status: u16, body: &[u8]) -> Result<Issued, ExchangeError> {
     if status != 200 {
-        return Err(status_error(status, None));
+        let mut e = status_error(status, None);
+        e.link_required = s.link.as_ref().is_some_and(|l| l.is_unlinked(status, body));
+        return Err(e);
     }
     let doc: Value = serde_json::from_slice(body).map_err(|_| {
         ExchangeError::new(502, Failure::ApiError, "Failed to exchange token", "backend answered with invalid JSON")
@@ -136,6 +140,7 @@ mod tests {
             provider_id: "reddit".into(),
             user_id_claim: "sub".into(),
             default_ttl_seconds: 60,
+            link: None,
         }
     }
 

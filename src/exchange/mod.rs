@@ -11,9 +11,12 @@ pub mod cache;
 pub mod config;
 pub mod connector;
 pub mod internal;
+pub mod jwt_bearer;
+pub mod link;
 pub mod plan;
 pub mod rfc8693;
 pub mod shared;
+pub mod token_endpoint;
 
 use serde_json::{Value, json};
 use std::fmt;
@@ -28,7 +31,15 @@ pub struct Target {
     pub inject_meta_key: Option<String>,
 }
 
+/// Why a target that issues an ID-JAG cannot be a request's credential.
+pub const GRANT_ONLY: &str = "this target obtains an ID-JAG, a grant for an authorization server, not a token for an upstream: name it in a jwt_bearer target's assertion_from";
+
 impl Target {
+    /// Whether the token this target obtains is only a grant for the next step of a chain (an ID-JAG).
+    pub fn issues_grant_only(&self) -> bool {
+        matches!(&self.mode, Mode::Rfc8693(s) if s.requested_token_type.as_deref() == Some(rfc8693::ID_JAG_TOKEN_TYPE))
+    }
+
     /// For logs and seed 001's `provider` field.
     pub fn provider_label(&self) -> &str {
         match &self.mode {
@@ -41,6 +52,7 @@ impl Target {
 #[derive(Debug)]
 pub enum Mode {
     Rfc8693(rfc8693::Settings),
+    JwtBearer(jwt_bearer::Settings),
     Connector(connector::Settings),
     Internal(internal::Settings),
 }
@@ -49,6 +61,7 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Rfc8693(_) => "rfc8693",
+            Mode::JwtBearer(_) => "jwt_bearer",
             Mode::Connector(_) => "connector",
             Mode::Internal(_) => "internal",
         }
@@ -119,11 +132,14 @@ pub struct ExchangeError {
     pub error: Failure,
     pub message: String,
     pub details: String,
+    /// The connector backend said the user has not linked the provider (`connector.link`): clients that
+    /// can follow a URL elicitation are sent to link it instead of getting this error.
+    pub link_required: bool,
 }
 
 impl ExchangeError {
     pub fn new(status: u32, error: Failure, message: impl Into<String>, details: impl Into<String>) -> Self {
-        ExchangeError { status, error, message: message.into(), details: details.into() }
+        ExchangeError { status, error, message: message.into(), details: details.into(), link_required: false }
     }
 
     /// The JSON-RPC error body: seed 001's object as `error.data`, the request id echoed.

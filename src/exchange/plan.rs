@@ -1,7 +1,7 @@
 //! Which upstream credential a request gets, and what it takes to obtain it.
 
 use super::config::Credentials;
-use super::{Callout, ExchangeError, Failure, Mode, cache, connector, rfc8693};
+use super::{Callout, ExchangeError, Failure, Issued, Mode, cache, connector, jwt_bearer, rfc8693};
 use crate::jwt::Principal;
 use crate::mcp::inspect::AllowedCall;
 use serde_json::Value;
@@ -11,12 +11,23 @@ use serde_json::Value;
 pub struct Plan {
     pub target: usize,
     pub key: cache::Key,
+    /// The first thing to do (for a chain, its first target's step, presenting the client's token).
     pub step: Step,
+    /// The targets whose tokens are obtained in turn, each presenting the previous one's (see
+    /// `Credentials::chain`); the last is `target`. Only its token is cached: intermediate tokens (an
+    /// ID-JAG above all, a one-time grant the authorization server may refuse to see twice) are used once.
+    pub chain: Vec<usize>,
+    /// What identifies this exchange for workers sharing the token (`shared::shared_key`): the first
+    /// callout of the chain, with an empty assertion when the chain starts by minting. None: nothing to
+    /// share (a minted token alone).
+    pub shared_basis: Option<Callout>,
+    /// Time the whole chain may take: the sum of its callouts' timeouts.
+    pub timeout_ms: u64,
     /// Request id for JSON-RPC error answers.
     pub id: Value,
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Callout(Callout),
     Mint,
@@ -50,11 +61,7 @@ pub fn plan(
     let Some(index) = target else { return Ok(None) };
     let t = &credentials.targets[index];
     let id = call.and_then(|c| c.id.clone()).unwrap_or(Value::Null);
-    let (key, step) = match &t.mode {
-        Mode::Rfc8693(s) => {
-            let key = cache::key(&["rfc8693", &t.name, subject_token]);
-            (key, Step::Callout(rfc8693::request(s, subject_token, t.timeout_ms)))
-        }
+    let (key, step, chain) = match &t.mode {
         Mode::Connector(s) => {
             if calls.len() != 1 {
                 return Err(ExchangeError::new(
@@ -66,14 +73,74 @@ pub fn plan(
             }
             let p = connector::parameters(s, call.and_then(|c| c.meta.as_ref()), caller)?;
             let key = cache::key(&["connector", &t.name, &p.user_id, &p.user_token]);
-            (key, Step::Callout(connector::request(s, &p, t.timeout_ms)))
+            (key, Step::Callout(connector::request(s, &p, t.timeout_ms)), vec![index])
         }
-        Mode::Internal(_) => (cache::key(&["internal", &t.name, subject_token]), Step::Mint),
+        mode => {
+            let chain = credentials.chain(index);
+            let first = chain[0];
+            let step = match callout_for(credentials, first, subject_token) {
+                Some(callout) => Step::Callout(callout),
+                None => Step::Mint,
+            };
+            (cache::key(&[mode.name(), &t.name, subject_token]), step, chain)
+        }
     };
-    Ok(Some(Plan { target: index, key, step, id }))
+    let shared_basis = match (&step, chain.get(1)) {
+        (Step::Callout(c), _) => Some(c.clone()),
+        (Step::Mint, Some(next)) => callout_for(credentials, *next, ""),
+        (Step::Mint, None) => None,
+    };
+    let timeout_ms = chain
+        .iter()
+        .filter(|i| !matches!(credentials.targets[**i].mode, Mode::Internal(_)))
+        .map(|i| credentials.targets[*i].timeout_ms)
+        .sum();
+    Ok(Some(Plan { target: index, key, step, chain, shared_basis, timeout_ms, id }))
 }
 
-/// The body to forward: `_meta.userToken` removed (connector: the temp token is a secret the MCP server
+/// The token request of `target` (an rfc8693 or jwt_bearer step) presenting `token`: the client's, or the
+/// previous step's. None for targets that do not call out with a token (internal, connector).
+pub fn callout_for(credentials: &Credentials, target: usize, token: &str) -> Option<Callout> {
+    let t = &credentials.targets[target];
+    match &t.mode {
+        Mode::Rfc8693(s) => Some(rfc8693::request(s, token, t.timeout_ms)),
+        Mode::JwtBearer(s) => Some(jwt_bearer::request(s, token, t.timeout_ms)),
+        Mode::Connector(_) | Mode::Internal(_) => None,
+    }
+}
+
+/// Reads the answer to `target`'s callout.
+pub fn answer_of(credentials: &Credentials, target: usize, status: u16, body: &[u8]) -> Result<Issued, ExchangeError> {
+    match &credentials.targets[target].mode {
+        Mode::Rfc8693(s) => rfc8693::response(s, status, body),
+        Mode::JwtBearer(_) => jwt_bearer::response(status, body),
+        Mode::Connector(s) => connector::response(s, status, body),
+        Mode::Internal(_) => Err(ExchangeError::new(502, Failure::ApiError, "Token exchange failed", "no callout")),
+    }
+}
+
+/// A 2026-07-28 retry after account linking carries back the `requestState` this filter issued (and the
+/// client's answer to the `link_*` elicitation): the MCP server never issued them, so they do not go on.
+/// The state is not verified here because it grants nothing: the retry is exchanged with the backend
+/// afresh; the state's integrity matters in the link URL, where the backend verifies it.
+fn strip_link_round_trip(params: &mut serde_json::Map<String, Value>) -> bool {
+    let mut changed = false;
+    if params.get("requestState").and_then(Value::as_str).is_some_and(|s| s.starts_with(super::link::STATE_PREFIX)) {
+        params.remove("requestState");
+        changed = true;
+    }
+    if let Some(Value::Object(responses)) = params.get_mut("inputResponses") {
+        let before = responses.len();
+        responses.retain(|k, _| !k.starts_with("link_"));
+        changed |= responses.len() != before;
+        if responses.is_empty() {
+            params.remove("inputResponses");
+        }
+    }
+    changed
+}
+
+/// The body to forward: `requestState` and `inputResponses` of a linking round trip removed, `_meta.userToken` removed (connector: the temp token is a secret the MCP server
 /// must not see) and the upstream token put under `inject_meta_key` when configured. None: unchanged.
 pub fn rewrite_body(body: &[u8], remove_user_token: bool, inject: Option<(&str, &str)>) -> Option<Vec<u8>> {
     if !remove_user_token && inject.is_none() {
@@ -86,6 +153,9 @@ pub fn rewrite_body(body: &[u8], remove_user_token: bool, inject: Option<(&str, 
             return;
         }
         let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) else { return };
+        if remove_user_token {
+            changed |= strip_link_round_trip(params);
+        }
         let meta = params.entry("_meta").or_insert_with(|| Value::Object(Default::default()));
         let Some(meta) = meta.as_object_mut() else { return };
         if remove_user_token && meta.remove("userToken").is_some() {
@@ -172,6 +242,36 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_starts_with_its_first_step_and_keys_on_the_final_target() {
+        let cfg = crate::config::parse(
+            br#"{"providers":[{"issuer":"https://idp","audiences":["a"],"jwks":{"inline":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}],
+                "upstream_credentials":{"targets":{
+                   "idjag":{"mode":"rfc8693","cluster":"idp","authority":"idp","path":"/token","timeout_ms":500,
+                            "requested_token_type":"urn:ietf:params:oauth:token-type:id-jag","audience":"https://as"},
+                   "crm":{"mode":"jwt_bearer","cluster":"as","authority":"as","path":"/token","assertion_from":"idjag","timeout_ms":700},
+                   "minted":{"mode":"internal","audience":"as","signing_key":{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}},
+                   "from-minted":{"mode":"jwt_bearer","cluster":"as","authority":"as","path":"/token","assertion_from":"minted"}}}}"#,
+        )
+        .unwrap();
+        let c = cfg.credentials;
+        let p = plan(&c, &[call(Some("crm"), json!(null))], &alice(), "tok").unwrap().unwrap();
+        let names: Vec<&str> = p.chain.iter().map(|i| c.targets[*i].name.as_str()).collect();
+        assert_eq!((names, p.timeout_ms), (vec!["idjag", "crm"], 1_200));
+        let Step::Callout(first) = &p.step else { panic!("{:?}", p.step) };
+        assert_eq!(first.cluster, "idp");
+        assert!(String::from_utf8_lossy(&first.body).contains("subject_token=tok&"));
+        assert_eq!(p.shared_basis.as_ref(), Some(first));
+        assert_ne!(p.key, plan(&c, &[call(Some("idjag"), json!(null))], &alice(), "tok").unwrap().unwrap().key);
+        let second = callout_for(&c, p.chain[1], "the.id.jag").unwrap();
+        assert!(String::from_utf8_lossy(&second.body).contains("&assertion=the.id.jag"));
+        // A chain that starts by minting shares on its first callout, assertion left out.
+        let p = plan(&c, &[call(Some("from-minted"), json!(null))], &alice(), "tok").unwrap().unwrap();
+        assert_eq!(p.step, Step::Mint);
+        let basis = String::from_utf8(p.shared_basis.unwrap().body).unwrap();
+        assert!(basis.ends_with("jwt-bearer&assertion="), "{basis}");
+    }
+
+    #[test]
     fn body_rewrite() {
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"userId":"alice","userToken":"tmp","providerId":"reddit"}}}"#;
         let out: Value =
@@ -184,5 +284,12 @@ mod tests {
         let plain = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}"#;
         let out: Value = serde_json::from_slice(&rewrite_body(plain, false, Some(("k", "v"))).unwrap()).unwrap();
         assert_eq!(out["params"]["_meta"]["k"], "v");
+        let retry = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","requestState":"mcp-authz.link.x.y",
+            "inputResponses":{"link_reddit":{"action":"accept"},"other":{"action":"accept"}},"_meta":{"userToken":"tmp"}}}"#;
+        let out: Value = serde_json::from_slice(&rewrite_body(retry, true, None).unwrap()).unwrap();
+        assert_eq!(out["params"], json!({"name": "t", "inputResponses": {"other": {"action": "accept"}}, "_meta": {}}));
+        let theirs =
+            br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","requestState":"server-own"}}"#;
+        assert_eq!(rewrite_body(theirs, true, None), None, "the MCP server's own state goes on");
     }
 }

@@ -13,7 +13,7 @@ use super::worker::Worker;
 use crate::exchange::cache::{Key, Lookup};
 use crate::exchange::plan::{self, Step};
 use crate::exchange::shared::{self, Found, Slot};
-use crate::exchange::{self, Callout, ExchangeError, Failure, Issued, Mode, connector, rfc8693};
+use crate::exchange::{self, Callout, ExchangeError, Failure, Issued, Mode};
 use crate::http_reply::LocalReply;
 use crate::mcp::inspect::AllowedCall;
 use crate::outcome::{Denial, Reason};
@@ -55,6 +55,7 @@ pub fn obtain(
         (s.context_id, s.principal.clone(), s.token.clone())
     };
     let (Some(principal), Some(token)) = (principal, token) else { return Action::Pause };
+    super::link::note_initialize(worker, state, calls, body.as_deref());
     let plan = match plan::plan(&config.credentials, calls, &principal, &token) {
         Ok(None) => {
             state.borrow_mut().decided.credential = Some("passthrough");
@@ -72,12 +73,17 @@ pub fn obtain(
             return Action::Pause;
         }
     };
-    let target = &config.credentials.targets[plan.target];
     let now = worker.now_ms();
     let lookup = worker.exchange_cache.borrow_mut().lookup(&plan.key, now, context_id);
     let mut wait = CredentialWait {
         target: plan.target,
+        chain: plan.chain,
+        stage: 0,
         key: plan.key,
+        era: match &config.credentials.targets[plan.target].mode {
+            Mode::Connector(c) if c.link.is_some() => super::link::era(worker, state, calls.first()),
+            _ => crate::exchange::link::ClientEra::Plain,
+        },
         id: plan.id,
         body,
         callout: None,
@@ -99,53 +105,94 @@ pub fn obtain(
                 context_id,
                 stream: Rc::downgrade(state),
                 // Long enough for a leader that waits on another worker and then calls out itself.
-                deadline_ms: now + 2 * (target.timeout_ms + 1_000),
+                deadline_ms: now + 2 * (plan.timeout_ms + 1_000),
                 wait: Wait::Follower,
             });
             state.borrow_mut().credential = Some(wait);
             Action::Pause
         }
-        Lookup::Lead => match plan.step {
-            Step::Mint => {
-                worker.metrics.exchange_cache_miss.inc();
-                let Mode::Internal(settings) = &target.mode else { return Action::Pause };
-                let jti = fingerprint(&format!("{token}|{now}|{context_id}"));
-                let issued = settings.mint(&principal, (now / 1000) as i64, &jti);
-                state.borrow_mut().credential = Some(wait);
-                settle_flight(worker, state, Ok(issued), held);
-                Action::Continue
-            }
-            Step::Callout(callout) => {
-                if worker.exchange_slots > 0 {
-                    let key = shared::shared_key(&wait.key, &callout);
-                    wait.shared = Some(key);
-                    match claim(worker, worker.exchange_slots, &key, now, now + callout.timeout_ms + 1_000) {
-                        Claim::Token { token, usable_until_ms } => {
-                            worker.metrics.exchange_cache_hit.inc();
-                            state.borrow_mut().credential = Some(wait);
-                            settle_shared(worker, state, &token, usable_until_ms, held);
-                            return Action::Continue;
-                        }
-                        Claim::Wait { until_ms } => {
-                            worker.metrics.exchange_cache_miss.inc();
-                            wait.waits_remote = true;
-                            state.borrow_mut().credential = Some(wait);
-                            worker.parked.park(Parked {
-                                context_id,
-                                stream: Rc::downgrade(state),
-                                deadline_ms: now + 2 * (callout.timeout_ms + 1_000),
-                                wait: Wait::RemoteExchange { callout, lease_until_ms: until_ms },
-                            });
-                            return Action::Pause;
-                        }
-                        Claim::Lead { leased } => wait.leased = leased,
+        Lookup::Lead => {
+            worker.metrics.exchange_cache_miss.inc();
+            if let Some(basis) = plan.shared_basis.as_ref().filter(|_| worker.exchange_slots > 0) {
+                let key = shared::shared_key(&wait.key, basis);
+                wait.shared = Some(key);
+                match claim(worker, worker.exchange_slots, &key, now, now + plan.timeout_ms + 1_000) {
+                    Claim::Token { token, usable_until_ms } => {
+                        state.borrow_mut().credential = Some(wait);
+                        settle_shared(worker, state, &token, usable_until_ms, held);
+                        return Action::Continue;
                     }
+                    Claim::Wait { until_ms } => {
+                        wait.waits_remote = true;
+                        state.borrow_mut().credential = Some(wait);
+                        worker.parked.park(Parked {
+                            context_id,
+                            stream: Rc::downgrade(state),
+                            deadline_ms: now + 2 * (plan.timeout_ms + 1_000),
+                            wait: Wait::RemoteExchange {
+                                first: plan.step,
+                                timeout_ms: plan.timeout_ms,
+                                lease_until_ms: until_ms,
+                            },
+                        });
+                        return Action::Pause;
+                    }
+                    Claim::Lead { leased } => wait.leased = leased,
                 }
-                worker.metrics.exchange_cache_miss.inc();
-                dispatch(worker, state, wait, &callout, held)
             }
-        },
+            start(worker, state, wait, plan.step, held)
+        }
     }
+}
+
+/// The leader begins its exchange: mints the first token or calls out for it.
+fn start(
+    worker: &Rc<Worker>,
+    state: &Rc<RefCell<StreamState>>,
+    wait: CredentialWait,
+    step: Step,
+    held: bool,
+) -> Action {
+    match step {
+        Step::Callout(callout) => dispatch(worker, state, wait, &callout, held),
+        Step::Mint => {
+            let Mode::Internal(settings) = &worker.config.credentials.targets[wait.chain[0]].mode else {
+                return Action::Pause;
+            };
+            let (context_id, principal, token) = {
+                let s = state.borrow();
+                (s.context_id, s.principal.clone(), s.token.clone().unwrap_or_default())
+            };
+            let Some(principal) = principal else { return Action::Pause };
+            let now = worker.now_ms();
+            let jti = fingerprint(&format!("{token}|{now}|{context_id}"));
+            let issued = settings.mint(&principal, (now / 1000) as i64, &jti);
+            state.borrow_mut().credential = Some(wait);
+            if next_step(worker, state, &issued.token, held) {
+                return Action::Pause;
+            }
+            settle_flight(worker, state, Ok(issued), held);
+            Action::Continue
+        }
+    }
+}
+
+/// After a step of a chain gave `token`: calls out for the next step, presenting it. False when the step
+/// was the last one (the caller settles the flight with the token).
+fn next_step(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, token: &str, held: bool) -> bool {
+    let Some(mut wait) = state.borrow_mut().credential.take() else { return true };
+    let Some(&next) = wait.chain.get(wait.stage + 1) else {
+        state.borrow_mut().credential = Some(wait);
+        return false;
+    };
+    let Some(callout) = plan::callout_for(&worker.config.credentials, next, token) else {
+        state.borrow_mut().credential = Some(wait);
+        return false; // unreachable: load only chains targets that call out with an assertion
+    };
+    wait.stage += 1;
+    wait.started_ms = worker.now_ms();
+    dispatch(worker, state, wait, &callout, held);
+    true
 }
 
 /// Makes the exchange callout for the stream whose context is effective; its answer settles the flight.
@@ -250,19 +297,25 @@ fn on_response(
     let (target, started) = {
         let s = state.borrow();
         match &s.credential {
-            Some(w) if w.callout == Some(token_id) => (w.target, w.started_ms),
+            Some(w) if w.callout == Some(token_id) => (w.chain[w.stage], w.started_ms),
             _ => return,
         }
     };
-    let t = &worker.config.credentials.targets[target];
+    let credentials = &worker.config.credentials;
     let result = match status.and_then(|s| s.parse::<u16>().ok()) {
-        None => Err(exchange::no_response(worker.now_ms().saturating_sub(started), t.timeout_ms)),
-        Some(code) => match &t.mode {
-            Mode::Rfc8693(s) => rfc8693::response(s, code, body),
-            Mode::Connector(s) => connector::response(s, code, body),
-            Mode::Internal(_) => return,
-        },
+        None => {
+            Err(exchange::no_response(worker.now_ms().saturating_sub(started), credentials.targets[target].timeout_ms))
+        }
+        Some(code) => plan::answer_of(credentials, target, code, body),
     };
+    if let Ok(issued) = &result {
+        if let Some(w) = state.borrow_mut().credential.as_mut() {
+            w.callout = None;
+        }
+        if next_step(worker, state, &issued.token, true) {
+            return;
+        }
+    }
     settle_flight(worker, state, result, true);
 }
 
@@ -336,6 +389,9 @@ fn conclude(
             answer::finish(worker, state, held);
         }
         Err(e) => {
+            if super::link::answer(worker, state, wait.target, wait.era, e, &wait.id) {
+                return;
+            }
             let provider = worker.config.credentials.targets[wait.target].provider_label().to_string();
             fail(worker, state, e, &wait.id, &provider);
         }
@@ -409,11 +465,11 @@ pub fn poll_remote(
         Some(CredentialWait { waits_remote: true, shared: Some(key), .. }) => *key,
         _ => return None,
     };
-    let Wait::RemoteExchange { callout, lease_until_ms } = &mut parked.wait else { return None };
+    let Wait::RemoteExchange { first, timeout_ms, lease_until_ms } = &mut parked.wait else { return None };
     if !worker.host.enter(parked.context_id) {
         return None;
     }
-    match claim(worker, worker.exchange_slots, &key, now, now + callout.timeout_ms + 1_000) {
+    match claim(worker, worker.exchange_slots, &key, now, now + *timeout_ms + 1_000) {
         Claim::Token { token, usable_until_ms } => settle_shared(worker, state, &token, usable_until_ms, true),
         Claim::Wait { until_ms } if now < parked.deadline_ms => {
             *lease_until_ms = until_ms.min(parked.deadline_ms);
@@ -432,8 +488,8 @@ pub fn poll_remote(
             let mut wait = state.borrow_mut().credential.take()?;
             wait.waits_remote = false;
             wait.leased = leased;
-            let callout = callout.clone();
-            dispatch(worker, state, wait, &callout, true);
+            wait.started_ms = now;
+            start(worker, state, wait, first.clone(), true);
         }
     }
     None

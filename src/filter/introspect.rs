@@ -172,7 +172,7 @@ fn settle(
         Ok(Answer::Inactive) => worker.metrics.introspection_inactive.inc(),
         Err(why) => {
             worker.metrics.introspection_failed.inc();
-            warn!("token introspection at cluster {:?} failed: {}; answering 503", s.cluster, why.describe());
+            warn!("token introspection at cluster {:?} failed: {}; answering 503", s.endpoint.cluster, why.describe());
         }
     }
     let mut verified = Vec::new();

@@ -21,6 +21,7 @@ mod exchange;
 pub mod host;
 mod introspect;
 mod keys;
+mod link;
 pub mod metrics;
 mod param_headers;
 mod parked;

@@ -1,11 +1,11 @@
 //! Requests paused until something happens elsewhere, in one queue per worker VM: held for keys, waiting
 //! for their body, following another request's exchange or introspection, waiting for another worker's.
-//! The
-//! root's tick (and a finished JWKS fetch) drains the entries that are due (`drain.rs`); the others stay
+//! The root's tick (and a finished JWKS fetch) drains the entries that are due (`drain.rs`); the others stay
 //! where other code can find them (a leader that finishes takes its followers out).
 
 use super::state::StreamState;
 use crate::exchange::Callout;
+use crate::exchange::plan::Step;
 use std::cell::RefCell;
 use std::rc::Weak;
 
@@ -22,9 +22,9 @@ pub enum Wait {
     Body,
     /// Following another request's exchange for the same key on this worker; 504 at the deadline.
     Follower,
-    /// Waiting for another worker's exchange (leased until `lease_until_ms`): then its token, or a
-    /// callout of our own.
-    RemoteExchange { callout: Callout, lease_until_ms: u64 },
+    /// Waiting for another worker's exchange (leased until `lease_until_ms`): then its token, or an
+    /// exchange of our own starting with `first` (which may take `timeout_ms`).
+    RemoteExchange { first: Step, timeout_ms: u64, lease_until_ms: u64 },
     /// Following another request's introspection of the same token on this worker.
     IntrospectionFollower,
     /// Waiting for another worker's introspection of the same token.

@@ -60,6 +60,7 @@ pub fn on_headers(worker: &Worker, state: &RefCell<StreamState>) -> Action {
     let headers = host.headers(Map::ResponseHeaders);
     let response = ResponseHead::of(&headers);
     learn_session(worker, state, &response);
+    super::link::remember_session(worker, state, response.session_id);
     if !worker.config.mcp.filter_lists {
         return Action::Continue;
     }

@@ -82,6 +82,8 @@ pub struct StreamState {
     pub introspection: Option<IntrospectionWait>,
     /// The upstream credential being obtained for this request.
     pub credential: Option<CredentialWait>,
+    /// An `initialize` whose client declares URL elicitation (`filter::link`).
+    pub declares_url_elicitation: bool,
     pub response: ResponseMode,
     /// What was decided, for `decision_export`.
     pub decided: crate::export::Record,
@@ -90,7 +92,12 @@ pub struct StreamState {
 /// A request waiting for its upstream credential.
 pub struct CredentialWait {
     pub target: usize,
+    /// The targets obtained in turn (`Plan::chain`), and the one whose callout is in flight.
+    pub chain: Vec<usize>,
+    pub stage: usize,
     pub key: Key,
+    /// What the client can be asked to do if its account is not linked (`connector.link`).
+    pub era: crate::exchange::link::ClientEra,
     /// JSON-RPC id for error answers.
     pub id: Value,
     /// The body to rewrite once the token is known (connector, `inject_meta_key`).
@@ -103,6 +110,7 @@ pub struct CredentialWait {
     pub leased: bool,
     /// Waiting for another worker's callout (polled from the root's tick).
     pub waits_remote: bool,
+    /// When the current step's callout started.
     pub started_ms: u64,
 }
 

@@ -446,6 +446,38 @@ fn a_follower_goes_on_with_its_leaders_exchanged_token() {
 }
 
 #[test]
+fn a_chain_calls_its_steps_in_turn_and_its_followers_get_the_last_token() {
+    let mut f = Filter::new(json!({
+        "providers": [inline_keys()],
+        "paths": [{"prefix": "/mcp"}],
+        "upstream_credentials": {"default": "crm", "targets": {
+            "idjag": {"mode": "rfc8693", "cluster": "idp", "authority": "idp", "path": "/token", "audience": "https://as",
+                      "requested_token_type": "urn:ietf:params:oauth:token-type:id-jag"},
+            "crm": {"mode": "jwt_bearer", "cluster": "as", "authority": "as", "path": "/token", "assertion_from": "idjag"}}}
+    }));
+    let alice = token("alice", "read");
+    assert_eq!(f.request(2, &headers_of(&get("/mcp", &alice)), true), Action::Pause);
+    let [exchange] = f.host.take_dispatched().try_into().ok().expect("the IdP step first");
+    assert_eq!(exchange.cluster, "idp");
+    assert_eq!(f.request(3, &headers_of(&get("/mcp", &alice)), true), Action::Pause, "follower waits");
+    let id_jag = r#"{"access_token":"the.id.jag","token_type":"N_A","issued_token_type":"urn:ietf:params:oauth:token-type:id-jag","expires_in":300}"#;
+    f.answer(exchange.token, 2, Some(200), &[], id_jag.as_bytes());
+    let [grant] = f.host.take_dispatched().try_into().ok().expect("then the grant, with the ID-JAG");
+    assert_eq!((grant.cluster.as_str(), grant.context), ("as", 2));
+    assert!(String::from_utf8_lossy(&grant.body).ends_with("jwt-bearer&assertion=the.id.jag"));
+    assert!(!f.host.resumed(2) && !f.host.resumed(3), "nothing goes on with an ID-JAG");
+    let access = r#"{"access_token":"crm-token","token_type":"Bearer","expires_in":300}"#;
+    f.answer(grant.token, 2, Some(200), &[], access.as_bytes());
+    for id in [2, 3] {
+        assert!(f.host.resumed(id), "{id} resumed");
+        assert_eq!(f.host.request_header(id, "authorization").as_deref(), Some("Bearer crm-token"));
+    }
+    assert_eq!(f.host.counter("mcp_authz.exchange.ok"), 1);
+    assert_eq!(f.request(4, &headers_of(&get("/mcp", &alice)), true), Action::Continue, "cached");
+    assert!(f.host.take_dispatched().is_empty());
+}
+
+#[test]
 fn a_leader_gone_mid_callout_releases_its_followers_with_504() {
     let mut f = Filter::new(exchange_config());
     let alice = token("alice", "read");

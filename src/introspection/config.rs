@@ -3,7 +3,7 @@
 //! provider is parsed once at load; a derive for this would cost more module size than it saves).
 
 use crate::config::fields::{ConfigError, check_range, one_of};
-use crate::exchange::rfc8693::{ClientAuth, Secret};
+use crate::exchange::token_endpoint::{ClientAuth, Endpoint, Secret};
 use serde_json::{Map, Value};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
@@ -21,12 +21,8 @@ pub enum Tokens {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub client_auth: ClientAuth,
+    /// Where the endpoint is and how the filter authenticates to it (always with an id and a secret).
+    pub endpoint: Endpoint,
     pub tokens: Tokens,
     pub timeout_ms: u64,
     pub cache_max_entries: usize,
@@ -79,12 +75,14 @@ pub fn validate(field: &str, raw: &Value) -> Result<Settings, ConfigError> {
     let negative_ttl_seconds =
         number(&cache_field, cache, "negative_ttl_seconds", DEFAULT_NEGATIVE_TTL_SECONDS, 1, 300)?;
     Ok(Settings {
-        cluster,
-        authority,
-        path,
-        client_id,
-        client_secret: Secret(client_secret),
-        client_auth,
+        endpoint: Endpoint {
+            cluster,
+            authority,
+            path,
+            client_id: Some(client_id),
+            client_secret: Some(Secret(client_secret)),
+            client_auth,
+        },
         tokens,
         timeout_ms,
         cache_max_entries,
@@ -138,7 +136,10 @@ mod tests {
     #[test]
     fn defaults() {
         let s = validate("f", &base()).unwrap();
-        assert_eq!((s.client_auth, s.tokens, s.timeout_ms), (ClientAuth::Basic, Tokens::Opaque, DEFAULT_TIMEOUT_MS));
+        assert_eq!(
+            (s.endpoint.client_auth, s.tokens, s.timeout_ms),
+            (ClientAuth::Basic, Tokens::Opaque, DEFAULT_TIMEOUT_MS)
+        );
         assert_eq!((s.max_ttl_seconds, s.negative_ttl_seconds, s.cache_max_entries), (300, 10, 10_000));
         assert!(!format!("{s:?}").contains("s3cret"));
     }

@@ -9,8 +9,8 @@
 
 pub mod config;
 
+use crate::exchange::Callout;
 use crate::exchange::cache::{self, Key};
-use crate::exchange::{Callout, rfc8693};
 use crate::jwt::Rejection;
 use crate::jwt::claims::{self, Principal};
 use crate::jwt::provider::Provider;
@@ -65,10 +65,10 @@ pub fn introspects(settings: &Settings, token: &str) -> bool {
 pub fn cache_key(settings: &Settings, token: &str) -> Key {
     cache::key(&[
         "introspection.v1",
-        &settings.cluster,
-        &settings.authority,
-        &settings.path,
-        &settings.client_id,
+        &settings.endpoint.cluster,
+        &settings.endpoint.authority,
+        &settings.endpoint.path,
+        settings.endpoint.client_id.as_deref().unwrap_or(""),
         token,
     ])
 }
@@ -76,8 +76,7 @@ pub fn cache_key(settings: &Settings, token: &str) -> Key {
 /// The RFC 7662 request: `token` and `token_type_hint=access_token`, with the client's credentials.
 pub fn request(settings: &Settings, token: &str) -> Callout {
     let form = vec![("token", token), ("token_type_hint", "access_token")];
-    let client = (&settings.client_auth, Some(settings.client_id.as_str()), Some(&settings.client_secret));
-    rfc8693::form_post((&settings.cluster, &settings.authority, &settings.path), form, client, settings.timeout_ms)
+    settings.endpoint.callout(form, settings.timeout_ms)
 }
 
 /// Reads the endpoint's answer (`status` None: no HTTP answer).
@@ -146,7 +145,7 @@ pub fn principal(answer: Answer, provider: &Provider, index: usize, now: i64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::rfc8693::{ClientAuth, Secret};
+    use crate::exchange::token_endpoint::{ClientAuth, Endpoint, Secret};
     use crate::jwt::jwk::KeySet;
     use crate::jwt::provider::JwksSource;
     use base64::Engine;
@@ -156,12 +155,14 @@ mod tests {
 
     fn settings(auth: ClientAuth, tokens: Tokens) -> Settings {
         Settings {
-            cluster: "idp".into(),
-            authority: "idp.test".into(),
-            path: "/introspect".into(),
-            client_id: "gw id".into(),
-            client_secret: Secret("s:cret".into()),
-            client_auth: auth,
+            endpoint: Endpoint {
+                cluster: "idp".into(),
+                authority: "idp.test".into(),
+                path: "/introspect".into(),
+                client_id: Some("gw id".into()),
+                client_secret: Some(Secret("s:cret".into())),
+                client_auth: auth,
+            },
             tokens,
             timeout_ms: 1_500,
             cache_max_entries: 10,
