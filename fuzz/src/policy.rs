@@ -79,6 +79,8 @@ pub fn allows(method: &str, target: Option<&str>, who: &Principal) -> bool {
             "createTask" => has("write:tasks"),
             "deleteTask" => has("admin") || (has("write:tasks") && has("delete:tasks")),
             "whoami" => true,
+            // Then its argument conditions (`allows_call`).
+            "project_task" => has("write:tasks"),
             t if t.starts_with("ops_") => ops,
             _ => false, // unlisted tools are denied
         },
