@@ -85,11 +85,10 @@ fn start(
     }
     let callout = introspection::request(s, token);
     if worker.introspection_slots.count > 0 {
-        match claim(worker, worker.introspection_slots, &key, now, now + s.timeout_ms + 1_000) {
+        match fresh(s, claim(worker, worker.introspection_slots, &key, now, now + s.timeout_ms + 1_000), now) {
             Claim::Token { token: cached, usable_until_ms } => {
                 worker.metrics.introspection_cache_hit.inc();
-                let until = introspection::shared_until_ms(s, usable_until_ms, now);
-                worker.introspection_cache.borrow_mut().complete(&key, Some((&cached, until)));
+                worker.introspection_cache.borrow_mut().complete(&key, Some((&cached, usable_until_ms)));
                 return judge(worker, state, provider, introspection::decode(&cached));
             }
             Claim::Wait { until_ms } => {
@@ -248,6 +247,17 @@ fn refuse(worker: &Worker, state: &RefCell<StreamState>, why: Result<Unavailable
     deny(worker, state, &denial, token.as_deref());
 }
 
+/// Another worker's answer kept under a higher `max_ttl_seconds` (before a reload) is not reused: the
+/// caller calls out (without the lease) and its answer replaces it.
+fn fresh(s: &Settings, claimed: Claim, now: u64) -> Claim {
+    match claimed {
+        Claim::Token { usable_until_ms, .. } if !introspection::kept_within_max_ttl(s, usable_until_ms, now) => {
+            Claim::Lead { leased: false }
+        }
+        claimed => claimed,
+    }
+}
+
 /// From the drain: a stream waiting on another worker's introspection whose lease (or deadline) ran
 /// out — settled with that worker's answer, or by calling out itself. Re-parks it if it must wait on.
 pub fn poll_remote(
@@ -256,15 +266,16 @@ pub fn poll_remote(
     mut parked: Parked,
     now: u64,
 ) -> Vec<Verified> {
-    let key = match &state.borrow().introspection {
-        Some(IntrospectionWait { waits_remote: true, key, .. }) => *key,
+    let (key, provider) = match &state.borrow().introspection {
+        Some(IntrospectionWait { waits_remote: true, key, provider, .. }) => (*key, *provider),
         _ => return Vec::new(),
     };
     let Wait::RemoteIntrospection { callout, lease_until_ms } = &mut parked.wait else { return Vec::new() };
     if !worker.host.enter(parked.context_id) {
         return Vec::new();
     }
-    match claim(worker, worker.introspection_slots, &key, now, now + callout.timeout_ms + 1_000) {
+    let Some(s) = settings(worker, provider) else { return Vec::new() };
+    match fresh(s, claim(worker, worker.introspection_slots, &key, now, now + callout.timeout_ms + 1_000), now) {
         Claim::Token { token: cached, usable_until_ms } => {
             settle(worker, state, introspection::decode(&cached), &cached, Some(usable_until_ms))
         }

@@ -856,3 +856,25 @@ fn an_introspection_answer_over_8_kib_is_503() {
     f.answer(callout.token, 2, Some(200), &[], big.to_string().as_bytes());
     assert_eq!(f.host.reply(2).map(|r| r.status), Some(503), "not kept, not allowed");
 }
+
+#[test]
+fn a_shared_answer_kept_under_a_higher_max_ttl_is_not_reused_after_a_reload() {
+    let mut before = Filter::new(introspection_config());
+    before.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    let [callout] = before.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    before.answer(callout.token, 2, Some(200), &[], &active("alice")); // shared until exp, 60 s
+    let lowered = |max_ttl_seconds: u64| {
+        let mut config = introspection_config();
+        config["providers"][0]["introspection"]["cache"] = json!({"max_ttl_seconds": max_ttl_seconds});
+        let f = Filter::new(config);
+        *f.host.shared.borrow_mut() = before.host.shared.borrow().clone();
+        f
+    };
+    let mut same = lowered(300);
+    let action = same.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    assert_eq!(action, Action::Continue, "the shared answer is used");
+    assert!(same.host.take_dispatched().is_empty());
+    let mut after = lowered(1);
+    after.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    assert_eq!(after.host.take_dispatched().len(), 1, "kept for longer than max_ttl_seconds now allows: asked again");
+}

@@ -153,10 +153,11 @@ pub fn reusable_until_ms(settings: &Settings, answer: &Answer, now_ms: u64) -> O
     (until > now_ms).then_some(until)
 }
 
-/// Until when an answer another worker kept may be reused here: never past `max_ttl_seconds` from now,
-/// whatever that worker's configuration said (a reload may have lowered it).
-pub fn shared_until_ms(settings: &Settings, usable_until_ms: u64, now_ms: u64) -> u64 {
-    usable_until_ms.min(now_ms.saturating_add(settings.max_ttl_seconds * 1000))
+/// Whether an answer another worker kept (reusable until `usable_until_ms`) was kept under this
+/// `max_ttl_seconds`: one reusable for longer was kept under a higher one (before a reload lowered it)
+/// and is not reused; it is asked again. (Cutting it to `now + max_ttl` would renew it on every read.)
+pub fn kept_within_max_ttl(settings: &Settings, usable_until_ms: u64, now_ms: u64) -> bool {
+    usable_until_ms <= now_ms.saturating_add(settings.max_ttl_seconds * 1000)
 }
 
 /// The caller an active answer describes, checked like a verified JWT's claims. The endpoint speaks for
@@ -280,9 +281,9 @@ mod tests {
         assert_eq!(reusable_until_ms(&s, &active(json!({"active": true})), now_ms), Some(now_ms + 300_000));
         assert_eq!(reusable_until_ms(&s, &active(json!({"active": true, "exp": NOW - 1})), now_ms), None);
         assert_eq!(reusable_until_ms(&s, &Answer::Inactive, now_ms), Some(now_ms + 10_000));
-        // Another worker's answer, kept under a longer max_ttl_seconds before a reload, is cut to ours.
-        assert_eq!(shared_until_ms(&s, now_ms + 3_600_000, now_ms), now_ms + 300_000);
-        assert_eq!(shared_until_ms(&s, now_ms + 5_000, now_ms), now_ms + 5_000);
+        // Another worker's answer, kept under a longer max_ttl_seconds before a reload, is not reused.
+        assert!(!kept_within_max_ttl(&s, now_ms + 300_001, now_ms));
+        assert!(kept_within_max_ttl(&s, now_ms + 300_000, now_ms));
     }
 
     #[test]
