@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import json
 import time
 from typing import Iterator
 
@@ -24,9 +25,11 @@ TIMEOUT_MS = 1000
 NEGATIVE_TTL_SECONDS = 60
 
 
-def introspecting_config(listener_port: int, jwks: JwksServer, idp_port: int, issuer: str, client_auth: str = "basic",
+def introspecting_config(listener_port: int, jwks_port: int, idp_port: int, issuer: str, client_auth: str = "basic",
                          tokens: str = "opaque") -> dict:
-    cfg = filter_config(jwks.port, listener_port)
+    cfg = filter_config(jwks_port, listener_port)
+    if tokens == "all":
+        cfg["providers"] = []  # "all" must be the only provider (it would send the others' JWTs to the endpoint)
     cfg["providers"].append({
         "name": "opaque", "issuer": issuer, "audiences": [AUDIENCE],
         "introspection": {"cluster": "idp_introspect", "authority": f"127.0.0.1:{idp_port}", "path": "/introspect",
@@ -47,10 +50,12 @@ class IntrospectionStack:
         self.tokens.append(token)
         return token
 
-    def get(self, token: str) -> tuple[httpx.Response, dict | None]:
-        """A guarded GET over a new connection; the response and what the upstream received (None: nothing)."""
+    def get(self, token: str, client: httpx.Client | None = None) -> tuple[httpx.Response, dict | None]:
+        """A guarded GET (over `client`'s connection, else a new one); the response and what the upstream
+        received (None: nothing)."""
         marker = f"t{time.monotonic_ns()}"
-        with httpx.Client(timeout=20) as client:
+        with contextlib.ExitStack() as es:
+            client = client or es.enter_context(httpx.Client(timeout=20))
             r = client.get(f"{self.envoy.url}/mcp", headers={"authorization": f"Bearer {token}", "x-test-id": marker})
         seen = self.echo.seen(marker)
         return r, (seen[0] if seen else None)
@@ -74,7 +79,7 @@ def running(tmp_path, concurrency: int = 1, client_auth: str = "basic", tokens: 
         port = idp_port or idp.port
         issuer = f"http://127.0.0.1:{port}"
         envoy = Envoy(tmp_path, upstream_port=echo.port, jwks_port=jwks.port, concurrency=concurrency, name=name,
-                      filter_cfg=lambda lp: introspecting_config(lp, jwks, port, issuer, client_auth, tokens),
+                      filter_cfg=lambda lp: introspecting_config(lp, jwks.port, port, issuer, client_auth, tokens),
                       extra_clusters={"idp_introspect": port})
         es.callback(envoy.stop)
         envoy.start()
@@ -127,14 +132,46 @@ def test_jwts_still_go_to_their_provider(stack: IntrospectionStack) -> None:
 def test_inactive_token_is_401_and_the_negative_answer_is_cached(stack: IntrospectionStack) -> None:
     token = "unknown-" + "x" * 30
     stack.tokens.append(token)
-    for _ in range(2):
-        r, seen = stack.get(token)
+    # One connection, so one worker: negative answers stay on the worker that got them.
+    with httpx.Client(timeout=20) as client:
+        answers = [stack.get(token, client) for _ in range(2)]
+    for r, seen in answers:
         assert r.status_code == 401, r.text
         assert seen is None
         assert r.json()["error"] == "invalid_token"
         challenge = r.headers["www-authenticate"]
         assert 'error="invalid_token"' in challenge and "resource_metadata=" in challenge
     assert stack.callouts == 1  # the second answer came from the cache (negative TTL 60 s)
+
+
+def test_tokens_no_server_issues_are_401_without_a_callout(stack: IntrospectionStack) -> None:
+    for token in ["short", "fifteen-chars-x", "not!a!b64token!at!all"]:
+        r, seen = stack.get(token)
+        assert (r.status_code, seen) == (401, None), r.text
+        assert r.json()["error"] == "invalid_token"
+    assert stack.callouts == 0
+
+
+def test_refresh_token_is_not_an_access_token(stack: IntrospectionStack) -> None:
+    r, seen = stack.get(stack.opaque(sub="refreshing", token_type="refresh_token"))
+    assert (r.status_code, seen) == (401, None), r.text
+    assert r.json()["error"] == "invalid_token"
+    assert stack.callouts == 1
+
+
+def test_tokens_all_beside_another_provider_is_refused_at_load(tmp_path) -> None:
+    def render_all(port: int) -> str:
+        cfg = introspecting_config(port, 9, 9, "http://127.0.0.1:9")
+        cfg["providers"][1]["introspection"]["tokens"] = "all"
+        return json.dumps(cfg)
+
+    envoy = Envoy(tmp_path, upstream_port=9, jwks_port=9, filter_json=render_all)
+    rc, log = envoy.start_expect_failure()
+    assert rc != 0, log[-3000:]
+    lines = [line for line in log.splitlines()
+             if "providers[1].introspection.tokens" in line and "other providers' JWTs" in line]
+    assert lines, log[-3000:]
+    assert CLIENT_SECRET not in log
 
 
 def test_revoked_token_is_401(stack: IntrospectionStack) -> None:

@@ -14,6 +14,7 @@ use crate::exchange::config::{Credentials, PASSTHROUGH, RawCredentials, validate
 use crate::exchange::{GRANT_ONLY, Mode};
 use crate::export;
 use crate::http_reply::Challenge;
+use crate::introspection::config::Tokens;
 use crate::jwt::provider::{Provider, RawProvider, validate_provider};
 use crate::mcp::config::{McpConfig, RawMcp, validate_mcp};
 use crate::mcp::glob::Glob;
@@ -168,6 +169,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             ));
         }
         providers.push(provider);
+    }
+    // `tokens: "all"` is decided before JWT verification: with another provider, that provider's JWTs
+    // (and their callers' credentials) would be sent to this endpoint.
+    if providers.len() > 1
+        && let Some(i) =
+            providers.iter().position(|p| p.introspection.as_ref().is_some_and(|s| s.tokens == Tokens::All))
+    {
+        return Err(ConfigError::new(
+            format!("providers[{i}].introspection.tokens"),
+            "\"all\" needs this to be the only provider: it would send the other providers' JWTs to this endpoint",
+        ));
     }
 
     let token = match raw.token {
@@ -461,6 +473,14 @@ mod tests {
         bad["client_auth"] = json!("private_key_jwt");
         let bad = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"], "introspection": bad}]));
         assert_eq!(error(bad).field, "providers[0].introspection.client_auth");
+        let mut all_opaque = base();
+        all_opaque["providers"].as_array_mut().unwrap().push(json!({"issuer": "https://as", "audiences": ["a"],
+                                                                    "introspection": all}));
+        let refused = error(all_opaque);
+        assert_eq!(refused.field, "providers[1].introspection.tokens");
+        assert!(refused.to_string().contains("other providers' JWTs"), "{refused}");
+        let alone = with(&["providers"], json!([{"issuer": "i", "audiences": ["a"], "introspection": all}]));
+        assert_eq!(parse(alone.to_string().as_bytes()).unwrap().introspecting("h.p.s"), Some(0));
     }
 
     #[test]

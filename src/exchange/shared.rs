@@ -44,12 +44,31 @@ pub enum Found {
     Free,
 }
 
-/// The shared-data key of the slot for `key`, among `slots` (at least 1).
-pub fn slot_name(key: &Key, slots: usize) -> String {
+/// A set of process-wide slots: its shared-data names (`{namespace}|{index}`) and how many there are
+/// (0: off). Exchanged tokens and introspection answers live in separate sets, so that a flood of one
+/// cannot evict the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    pub namespace: &'static str,
+    pub count: usize,
+}
+
+impl Slots {
+    pub fn exchange(count: usize) -> Slots {
+        Slots { namespace: "mcp_authz.v1.exchange", count: count.min(MAX_SLOTS) }
+    }
+
+    pub fn introspection(count: usize) -> Slots {
+        Slots { namespace: "mcp_authz.v1.introspection", count: count.min(MAX_SLOTS) }
+    }
+}
+
+/// The shared-data key of the slot for `key` among `slots`.
+pub fn slot_name(key: &Key, slots: Slots) -> String {
     let mut prefix = [0u8; 8];
     prefix.copy_from_slice(&key[..8]);
-    let index = u64::from_be_bytes(prefix) % slots.max(1) as u64;
-    format!("mcp_authz.v1.exchange|{index}")
+    let index = u64::from_be_bytes(prefix) % slots.count.max(1) as u64;
+    format!("{}|{index}", slots.namespace)
 }
 
 pub fn key_hex(key: &Key) -> String {
@@ -117,11 +136,13 @@ mod tests {
     #[test]
     fn slots_are_bounded_and_stable() {
         let k = key(&["rfc8693", "sts", "subject"]);
-        assert_eq!(slot_name(&k, 16), slot_name(&k, 16));
+        assert_eq!(slot_name(&k, Slots::exchange(16)), slot_name(&k, Slots::exchange(16)));
         let names: std::collections::HashSet<String> =
-            (0..1000).map(|i| slot_name(&key(&[&i.to_string()]), 16)).collect();
+            (0..1000).map(|i| slot_name(&key(&[&i.to_string()]), Slots::exchange(16))).collect();
         assert_eq!(names.len(), 16);
-        assert_eq!(slot_name(&k, 0), "mcp_authz.v1.exchange|0");
+        assert_eq!(slot_name(&k, Slots::exchange(0)), "mcp_authz.v1.exchange|0");
+        assert_eq!(slot_name(&k, Slots::introspection(1)), "mcp_authz.v1.introspection|0");
+        assert_eq!(Slots::introspection(1_000_000).count, MAX_SLOTS);
     }
 
     #[test]

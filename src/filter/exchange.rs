@@ -12,7 +12,7 @@ use super::state::{CredentialWait, Phase, StreamState};
 use super::worker::Worker;
 use crate::exchange::cache::{Key, Lookup};
 use crate::exchange::plan::{self, Step};
-use crate::exchange::shared::{self, Found, Slot};
+use crate::exchange::shared::{self, Found, Slot, Slots};
 use crate::exchange::{self, Callout, ExchangeError, Failure, Issued, Mode};
 use crate::http_reply::LocalReply;
 use crate::mcp::inspect::AllowedCall;
@@ -113,7 +113,7 @@ pub fn obtain(
         }
         Lookup::Lead => {
             worker.metrics.exchange_cache_miss.inc();
-            if let Some(basis) = plan.shared_basis.as_ref().filter(|_| worker.exchange_slots > 0) {
+            if let Some(basis) = plan.shared_basis.as_ref().filter(|_| worker.exchange_slots.count > 0) {
                 let key = shared::shared_key(&wait.key, basis);
                 wait.shared = Some(key);
                 match claim(worker, worker.exchange_slots, &key, now, now + plan.timeout_ms + 1_000) {
@@ -232,8 +232,8 @@ fn dispatch(
 }
 
 /// Reads the process-wide slot for `key`; takes its lease (compare-and-swap) when it is free.
-/// `slots`: how many process-wide slots the caller's records spread over (introspection shares them).
-pub(super) fn claim(worker: &Worker, slots: usize, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
+/// `slots`: the process-wide slots the caller's records spread over.
+pub(super) fn claim(worker: &Worker, slots: Slots, key: &Key, now: u64, lease_until_ms: u64) -> Claim {
     let (name, hex) = (shared::slot_name(key, slots), shared::key_hex(key));
     for _ in 0..2 {
         let (bytes, cas) = worker.host.shared_get(&name);
@@ -256,7 +256,7 @@ pub(super) fn claim(worker: &Worker, slots: usize, key: &Key, now: u64, lease_un
 
 /// Publishes the outcome of this worker's exchange for `key`: the token for every worker, or (failure)
 /// frees the lease so that a worker waiting on it calls out itself. Failures are never shared.
-pub(super) fn publish(worker: &Worker, slots: usize, key: &Key, token: Option<(&str, u64)>) {
+pub(super) fn publish(worker: &Worker, slots: Slots, key: &Key, token: Option<(&str, u64)>) {
     let (name, hex) = (shared::slot_name(key, slots), shared::key_hex(key));
     match token {
         Some((token, usable_until_ms)) => {

@@ -15,7 +15,7 @@ use crate::exchange::Callout;
 use crate::exchange::cache::Lookup;
 use crate::http_reply;
 use crate::introspection::config::Settings;
-use crate::introspection::{self, Answer, MAX_ANSWER_BYTES, Unavailable};
+use crate::introspection::{self, Answer, MAX_ANSWER_BYTES, MAX_CALLOUTS_IN_FLIGHT, Unavailable};
 use crate::jwt::{Principal, Rejection};
 use crate::outcome::{Denial, Reason};
 use log::warn;
@@ -60,6 +60,10 @@ fn start(
         refuse(worker, state, Err(Rejection::TokenTooLarge));
         return Begun::Pending;
     }
+    if !introspection::is_b64token(token) {
+        refuse(worker, state, Err(Rejection::Malformed));
+        return Begun::Pending;
+    }
     let now = worker.now_ms();
     let key = introspection::cache_key(s, token);
     let context_id = state.borrow().context_id;
@@ -80,8 +84,8 @@ fn start(
         Lookup::Lead => {}
     }
     let callout = introspection::request(s, token);
-    if worker.introspection_slots > 0 {
-        match claim(worker, worker.introspection_slots, &key, now, now + s.timeout_ms + 1_000) {
+    if worker.introspection_slots.count > 0 {
+        match fresh(s, claim(worker, worker.introspection_slots, &key, now, now + s.timeout_ms + 1_000), now) {
             Claim::Token { token: cached, usable_until_ms } => {
                 worker.metrics.introspection_cache_hit.inc();
                 worker.introspection_cache.borrow_mut().complete(&key, Some((&cached, usable_until_ms)));
@@ -113,6 +117,10 @@ fn dispatch(
     mut wait: IntrospectionWait,
     callout: &Callout,
 ) -> Vec<Verified> {
+    if worker.introspection_callouts.borrow().len() >= MAX_CALLOUTS_IN_FLIGHT {
+        state.borrow_mut().introspection = Some(wait);
+        return settle(worker, state, Err(Unavailable::Busy), "", None);
+    }
     let result = worker.host.dispatch(&CalloutRequest::of(callout));
     let context_id = state.borrow().context_id;
     if let Ok(token_id) = result {
@@ -122,7 +130,7 @@ fn dispatch(
     state.borrow_mut().introspection = Some(wait);
     match result {
         Ok(_) => Vec::new(),
-        Err(_) => settle(worker, state, Err(Unavailable::Refused), "", true),
+        Err(_) => settle(worker, state, Err(Unavailable::Refused), "", None),
     }
 }
 
@@ -145,31 +153,35 @@ pub fn on_callout(worker: &Rc<Worker>, token_id: u32, num_headers: usize, body_s
     if !ours || !host.enter(context_id) {
         return Some(Vec::new());
     }
-    Some(settle(worker, &state, answer, &kept, true))
+    Some(settle(worker, &state, answer, &kept, None))
 }
 
 /// Ends the flight of the stream whose context is effective with the endpoint's answer (or its
-/// absence; `kept`: the answer's cache form): keeps a usable answer here and (`shared`) for every
-/// worker, frees the lease on failure, then judges the token for this stream and every follower.
+/// absence; `kept`: the answer's cache form): keeps a usable answer here, publishes an active one for
+/// every worker (an inactive one stays on this worker: random tokens must not evict real answers from
+/// the shared slots), frees the lease otherwise, then judges the token for this stream and every
+/// follower. `remote_until`: the answer is another worker's, reusable until then at most (not published).
 fn settle(
     worker: &Rc<Worker>,
     state: &Rc<RefCell<StreamState>>,
     answer: Result<Answer, Unavailable>,
     kept: &str,
-    shared: bool,
+    remote_until: Option<u64>,
 ) -> Vec<Verified> {
     let Some(wait) = state.borrow_mut().introspection.take() else { return Vec::new() };
     let Some(s) = settings(worker, wait.provider) else { return Vec::new() };
     let now = worker.now_ms();
-    let kept =
-        answer.as_ref().ok().and_then(|a| introspection::reusable_until_ms(s, a, now)).map(|until| (kept, until));
+    let until = |a: &Answer| introspection::reusable_until_ms(s, a, now).map(|u| u.min(remote_until.unwrap_or(u)));
+    let kept = answer.as_ref().ok().and_then(until).map(|until| (kept, until));
     let followers = worker.introspection_cache.borrow_mut().complete(&wait.key, kept);
-    if shared && worker.introspection_slots > 0 && (wait.leased || kept.is_some()) {
-        publish(worker, worker.introspection_slots, &wait.key, kept);
+    let shared = kept.filter(|_| matches!(answer, Ok(Answer::Active(_))));
+    if remote_until.is_none() && worker.introspection_slots.count > 0 && (wait.leased || shared.is_some()) {
+        publish(worker, worker.introspection_slots, &wait.key, shared);
     }
     match &answer {
         Ok(Answer::Active(_)) => worker.metrics.introspection_active.inc(),
         Ok(Answer::Inactive) => worker.metrics.introspection_inactive.inc(),
+        Err(Unavailable::Busy) => worker.metrics.introspection_failed.inc(), // no log line per request
         Err(why) => {
             worker.metrics.introspection_failed.inc();
             warn!("token introspection at cluster {:?} failed: {}; answering 503", s.endpoint.cluster, why.describe());
@@ -196,11 +208,18 @@ fn settle(
 }
 
 /// The answer, checked as a JWT's claims would be, for the stream whose context is effective: its
-/// principal, or a refusal sent here (401 for a refused token, 503 without a usable answer).
+/// principal, or a refusal sent here (401 for a refused token, 503 without a usable answer). A stream
+/// already answered (its body timed out, say) is left alone: a second local reply breaks Envoy.
 fn judge(worker: &Worker, state: &RefCell<StreamState>, provider: usize, answer: Result<Answer, Unavailable>) -> Begun {
+    if state.borrow().phase.settled() {
+        return Begun::Pending;
+    }
     let now = (worker.now_ms() / 1000) as i64;
+    // Sessions are bound to the caller's subject: callers without one would share each other's sessions.
+    let unbindable = |p: &Principal| worker.config.mcp.sessions.bind && p.subject.is_none();
     let result = match answer {
-        Ok(answer) => Ok(introspection::principal(answer, &worker.config.providers[provider], provider, now)),
+        Ok(answer) => Ok(introspection::principal(answer, &worker.config.providers[provider], provider, now)
+            .and_then(|p| if unbindable(&p) { Err(Rejection::BadClaim) } else { Ok(p) })),
         Err(why) => Err(why),
     };
     match result {
@@ -228,6 +247,17 @@ fn refuse(worker: &Worker, state: &RefCell<StreamState>, why: Result<Unavailable
     deny(worker, state, &denial, token.as_deref());
 }
 
+/// Another worker's answer kept under a higher `max_ttl_seconds` (before a reload) is not reused: the
+/// caller calls out (without the lease) and its answer replaces it.
+fn fresh(s: &Settings, claimed: Claim, now: u64) -> Claim {
+    match claimed {
+        Claim::Token { usable_until_ms, .. } if !introspection::kept_within_max_ttl(s, usable_until_ms, now) => {
+            Claim::Lead { leased: false }
+        }
+        claimed => claimed,
+    }
+}
+
 /// From the drain: a stream waiting on another worker's introspection whose lease (or deadline) ran
 /// out — settled with that worker's answer, or by calling out itself. Re-parks it if it must wait on.
 pub fn poll_remote(
@@ -236,22 +266,25 @@ pub fn poll_remote(
     mut parked: Parked,
     now: u64,
 ) -> Vec<Verified> {
-    let key = match &state.borrow().introspection {
-        Some(IntrospectionWait { waits_remote: true, key, .. }) => *key,
+    let (key, provider) = match &state.borrow().introspection {
+        Some(IntrospectionWait { waits_remote: true, key, provider, .. }) => (*key, *provider),
         _ => return Vec::new(),
     };
     let Wait::RemoteIntrospection { callout, lease_until_ms } = &mut parked.wait else { return Vec::new() };
     if !worker.host.enter(parked.context_id) {
         return Vec::new();
     }
-    match claim(worker, worker.introspection_slots, &key, now, now + callout.timeout_ms + 1_000) {
-        Claim::Token { token: cached, .. } => settle(worker, state, introspection::decode(&cached), &cached, false),
+    let Some(s) = settings(worker, provider) else { return Vec::new() };
+    match fresh(s, claim(worker, worker.introspection_slots, &key, now, now + callout.timeout_ms + 1_000), now) {
+        Claim::Token { token: cached, usable_until_ms } => {
+            settle(worker, state, introspection::decode(&cached), &cached, Some(usable_until_ms))
+        }
         Claim::Wait { until_ms } if now < parked.deadline_ms => {
             *lease_until_ms = until_ms.min(parked.deadline_ms);
             worker.parked.park(parked);
             Vec::new()
         }
-        Claim::Wait { .. } => settle(worker, state, Err(Unavailable::TimedOut), "", false),
+        Claim::Wait { .. } => settle(worker, state, Err(Unavailable::TimedOut), "", Some(0)),
         Claim::Lead { leased } => {
             let Some(mut wait) = state.borrow_mut().introspection.take() else { return Vec::new() };
             wait.waits_remote = false;
@@ -281,6 +314,7 @@ pub fn expire_follower(
             Begun::Verified(principal) => vec![Verified { context_id, stream: state.clone(), principal }],
             Begun::Pending => Vec::new(),
         },
+        _ if state.borrow().phase.settled() => Vec::new(),
         _ => {
             worker.metrics.introspection_failed.inc();
             refuse(worker, state, Ok(Unavailable::TimedOut));

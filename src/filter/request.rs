@@ -265,7 +265,9 @@ pub fn authenticate(
 pub(super) fn resume_verified(worker: &Rc<Worker>, verified: Vec<Verified>) {
     for v in verified {
         let token = v.stream.borrow().token.clone();
+        // An answer may come after the stream was answered (its body timed out, say): leave it alone.
         if let Some(token) = token
+            && !v.stream.borrow().phase.settled()
             && worker.host.enter(v.context_id)
         {
             authenticated(worker, &v.stream, v.principal, &token, true);

@@ -732,7 +732,7 @@ fn an_opaque_token_is_introspected_once_for_its_leader_and_followers() {
 #[test]
 fn a_leader_gone_mid_introspection_hands_the_token_to_a_follower() {
     let mut f = Filter::new(introspection_config());
-    let opaque = get("/mcp", "opaque-token-1");
+    let opaque = get("/mcp", "opaque-token-00001");
     f.request(2, &headers_of(&opaque), true);
     let [_lost] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
     f.request(3, &headers_of(&opaque), true);
@@ -749,7 +749,7 @@ fn a_leader_gone_mid_introspection_hands_the_token_to_a_follower() {
 #[test]
 fn an_introspection_without_an_answer_is_503_and_not_cached() {
     let mut f = Filter::new(introspection_config());
-    let opaque = get("/mcp", "opaque-token-2");
+    let opaque = get("/mcp", "opaque-token-00002");
     f.request(2, &headers_of(&opaque), true);
     let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
     f.answer(callout.token, 2, None, &[], b"");
@@ -758,4 +758,123 @@ fn an_introspection_without_an_answer_is_503_and_not_cached() {
     assert_eq!(f.host.counter("mcp_authz.denied.introspection_unavailable"), 1);
     f.request(3, &headers_of(&opaque), true);
     assert_eq!(f.host.take_dispatched().len(), 1, "a failure is not cached: asked again");
+}
+
+#[test]
+fn tokens_that_are_not_b64tokens_are_refused_without_a_callout() {
+    let mut f = Filter::new(introspection_config());
+    for (id, bad) in [(2, "x"), (3, "short-token"), (4, "not!a!b64token!at!all")] {
+        f.request(id, &headers_of(&get("/mcp", bad)), true);
+        assert_eq!(f.host.reply(id).map(|r| r.status), Some(401), "{bad}");
+    }
+    assert!(f.host.take_dispatched().is_empty(), "no callout for a token no server issues");
+    assert_eq!(f.host.counter("mcp_authz.denied.malformed"), 3);
+}
+
+#[test]
+fn introspection_callouts_in_flight_are_capped_per_worker() {
+    let mut f = Filter::new(introspection_config());
+    let cap = crate::introspection::MAX_CALLOUTS_IN_FLIGHT as u32;
+    for id in 2..2 + cap {
+        f.request(id, &headers_of(&get("/mcp", &format!("random-token-{id:08}"))), true);
+    }
+    let first = f.host.take_dispatched().remove(0);
+    assert_eq!(f.root.parked_requests(), 0);
+    let over = 2 + cap;
+    f.request(over, &headers_of(&get("/mcp", "random-token-over-the-cap")), true);
+    assert!(f.host.take_dispatched().is_empty(), "no callout over the cap");
+    let reply = f.host.reply(over).expect("answered");
+    assert_eq!((reply.status, reply.header("retry-after")), (503, Some("5")));
+    assert_eq!(f.host.counter("mcp_authz.denied.introspection_unavailable"), 1);
+    // Once a callout is answered, there is room again.
+    f.answer(first.token, first.context, Some(200), &[], br#"{"active":false}"#);
+    f.request(over + 1, &headers_of(&get("/mcp", "random-token-over-the-cap")), true);
+    assert_eq!(f.host.take_dispatched().len(), 1);
+}
+
+fn shared_slots(f: &Filter, namespace: &str) -> Vec<crate::exchange::shared::Slot> {
+    let shared = f.host.shared.borrow();
+    let named = shared.iter().filter(|(name, _)| name.starts_with(namespace));
+    named.map(|(_, (bytes, _))| crate::exchange::shared::Slot::decode(Some(bytes))).collect()
+}
+
+#[test]
+fn only_active_answers_are_shared_and_never_in_the_exchanges_slots() {
+    let mut f = Filter::new(introspection_config());
+    f.request(2, &headers_of(&get("/mcp", "random-inactive-token")), true);
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    f.answer(callout.token, 2, Some(200), &[], br#"{"active":false}"#);
+    assert_eq!(f.host.reply(2).map(|r| r.status), Some(401));
+    let kept = shared_slots(&f, "mcp_authz.v1.introspection|");
+    assert!(kept.iter().all(|s| s.token.is_none()), "a negative answer stays on its worker: {kept:?}");
+    f.request(3, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    f.answer(callout.token, 3, Some(200), &[], &active("alice"));
+    assert!(f.host.resumed(3));
+    let kept = shared_slots(&f, "mcp_authz.v1.introspection|");
+    assert_eq!(kept.iter().filter(|s| s.token.is_some()).count(), 1, "the active answer is shared");
+    assert!(shared_slots(&f, "mcp_authz.v1.exchange|").is_empty(), "exchanged tokens' slots untouched");
+}
+
+#[test]
+fn an_introspection_answer_after_the_body_timeout_does_not_answer_again() {
+    let mut config = introspection_config();
+    config["mcp"] = json!({"body_timeout_ms": 1000});
+    let mut f = Filter::new(config);
+    f.request(2, &headers_of(&post("2YotnFZFEjr1zCsicMWpAA")), false);
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    f.advance(1000);
+    f.tick();
+    assert_eq!(f.host.reply(2).map(|r| r.status), Some(408));
+    // The fake asserts on a second local reply; claim headers must not be set on an answered stream.
+    f.answer(callout.token, 2, Some(200), &[], &active("alice"));
+    assert_eq!(f.host.request_header(2, "x-user-sub"), None);
+    assert!(!f.host.resumed(2));
+}
+
+#[test]
+fn a_bound_session_needs_a_subject() {
+    let no_sub = json!({"active": true, "aud": AUDIENCE, "exp": T0 / 1000 + 60}).to_string();
+    for (binding, status) in [("subject", Some(401)), ("off", None)] {
+        let mut config = introspection_config();
+        config["mcp"] = json!({"sessions": {"binding": binding}});
+        let mut f = Filter::new(config);
+        f.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+        let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+        f.answer(callout.token, 2, Some(200), &[], no_sub.as_bytes());
+        assert_eq!(f.host.reply(2).map(|r| r.status), status, "binding {binding}");
+    }
+}
+
+#[test]
+fn an_introspection_answer_over_8_kib_is_503() {
+    let mut f = Filter::new(introspection_config());
+    f.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    let [callout] = f.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    let mut big: Value = serde_json::from_slice(&active("alice")).unwrap();
+    big["padding"] = json!("x".repeat(8 * 1024));
+    f.answer(callout.token, 2, Some(200), &[], big.to_string().as_bytes());
+    assert_eq!(f.host.reply(2).map(|r| r.status), Some(503), "not kept, not allowed");
+}
+
+#[test]
+fn a_shared_answer_kept_under_a_higher_max_ttl_is_not_reused_after_a_reload() {
+    let mut before = Filter::new(introspection_config());
+    before.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    let [callout] = before.host.take_dispatched().try_into().ok().expect("one introspection callout");
+    before.answer(callout.token, 2, Some(200), &[], &active("alice")); // shared until exp, 60 s
+    let lowered = |max_ttl_seconds: u64| {
+        let mut config = introspection_config();
+        config["providers"][0]["introspection"]["cache"] = json!({"max_ttl_seconds": max_ttl_seconds});
+        let f = Filter::new(config);
+        *f.host.shared.borrow_mut() = before.host.shared.borrow().clone();
+        f
+    };
+    let mut same = lowered(300);
+    let action = same.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    assert_eq!(action, Action::Continue, "the shared answer is used");
+    assert!(same.host.take_dispatched().is_empty());
+    let mut after = lowered(1);
+    after.request(2, &headers_of(&get("/mcp", "2YotnFZFEjr1zCsicMWpAA")), true);
+    assert_eq!(after.host.take_dispatched().len(), 1, "kept for longer than max_ttl_seconds now allows: asked again");
 }

@@ -8,7 +8,7 @@ use super::parked::ParkedRequests;
 use super::state::StreamState;
 use crate::config::Config;
 use crate::exchange::cache::ExchangeCache;
-use crate::exchange::shared;
+use crate::exchange::shared::Slots;
 use crate::jwt::Authenticator;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,20 +29,20 @@ pub struct Worker {
     /// Exchange callouts in flight: token id → the stream that leads it.
     pub exchange_callouts: RefCell<HashMap<u32, CalloutOwner>>,
     /// Process-wide exchange slots (`exchange::shared`); 0 when the exchange cache is off.
-    pub exchange_slots: usize,
+    pub exchange_slots: Slots,
     /// Introspection answers (`introspection::encode`) by token hash, and the callouts in flight.
     pub introspection_cache: RefCell<ExchangeCache>,
     /// Introspection callouts in flight: token id → the stream that leads it.
     pub introspection_callouts: RefCell<HashMap<u32, CalloutOwner>>,
-    /// Process-wide slots introspection answers spread over (shared with the exchange's records).
-    pub introspection_slots: usize,
+    /// Process-wide slots active introspection answers spread over (apart from the exchange's).
+    pub introspection_slots: Slots,
 }
 
 impl Worker {
     pub fn new(config: Rc<Config>, host: Rc<dyn Host>) -> Worker {
         let exchange_cache =
             ExchangeCache::new(config.credentials.cache_max_entries, config.credentials.cache_margin_seconds);
-        let exchange_slots = config.credentials.cache_max_entries.min(shared::MAX_SLOTS);
+        let exchange_slots = Slots::exchange(config.credentials.cache_max_entries);
         let introspection_entries =
             config.providers.iter().find_map(|p| p.introspection.as_ref()).map_or(0, |s| s.cache_max_entries);
         // Reuse is timed by each answer's own expiry: no margin.
@@ -57,7 +57,7 @@ impl Worker {
             exchange_slots,
             introspection_cache: RefCell::new(introspection_cache),
             introspection_callouts: RefCell::new(HashMap::new()),
-            introspection_slots: introspection_entries.min(shared::MAX_SLOTS),
+            introspection_slots: Slots::introspection(introspection_entries),
             config,
             host,
         }

@@ -17,8 +17,17 @@ use crate::jwt::provider::Provider;
 use config::{Settings, Tokens};
 use serde_json::{Map, Value};
 
-/// Introspection answers larger than this are not read (an answer is a few hundred bytes).
-pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Introspection answers larger than this are refused as garbage (503): an answer is a few hundred
+/// bytes, and an active one is kept whole, so this bounds each cache record.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024;
+
+/// Tokens shorter than this are refused without a callout: no authorization server issues them, and
+/// each callout spends the filter's client credentials.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// Introspection callouts one worker keeps in flight at most; above it requests are answered 503 (a
+/// flood of random tokens, which no cache absorbs, must not turn into a flood at the endpoint).
+pub const MAX_CALLOUTS_IN_FLIGHT: usize = 256;
 
 /// What the endpoint said about a token.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +49,8 @@ pub enum Unavailable {
     Garbage,
     /// Another worker's introspection did not finish in time.
     TimedOut,
+    /// [`MAX_CALLOUTS_IN_FLIGHT`] callouts are already in flight on this worker.
+    Busy,
 }
 
 impl Unavailable {
@@ -51,6 +62,7 @@ impl Unavailable {
             Unavailable::Status(code) => format!("answered HTTP {code}"),
             Unavailable::Garbage => "answer is not a JSON object with a boolean \"active\"".into(),
             Unavailable::TimedOut => "the introspection in progress did not complete".into(),
+            Unavailable::Busy => "too many introspections in flight on this worker".into(),
         }
     }
 }
@@ -59,6 +71,14 @@ impl Unavailable {
 /// serialization has three dot-separated parts and a JWE five; anything else is opaque.
 pub fn introspects(settings: &Settings, token: &str) -> bool {
     settings.tokens == Tokens::All || !matches!(token.bytes().filter(|b| *b == b'.').count(), 2 | 4)
+}
+
+/// Whether `token` may be an access token at all: an RFC 6750 `b64token` (`A-Za-z0-9-._~+/`, then
+/// `=` padding) of at least [`MIN_TOKEN_BYTES`]. Anything else is refused before a callout.
+pub fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+    token.len() >= MIN_TOKEN_BYTES && !body.is_empty() && body.bytes().all(allowed)
 }
 
 /// The key of a token's answer, locally and process-wide: the endpoint and client asked, and the token.
@@ -133,11 +153,24 @@ pub fn reusable_until_ms(settings: &Settings, answer: &Answer, now_ms: u64) -> O
     (until > now_ms).then_some(until)
 }
 
+/// Whether an answer another worker kept (reusable until `usable_until_ms`) was kept under this
+/// `max_ttl_seconds`: one reusable for longer was kept under a higher one (before a reload lowered it)
+/// and is not reused; it is asked again. (Cutting it to `now + max_ttl` would renew it on every read.)
+pub fn kept_within_max_ttl(settings: &Settings, usable_until_ms: u64, now_ms: u64) -> bool {
+    usable_until_ms <= now_ms.saturating_add(settings.max_ttl_seconds * 1000)
+}
+
 /// The caller an active answer describes, checked like a verified JWT's claims. The endpoint speaks for
 /// its provider's issuer: an answer without `iss` is taken as that issuer's; one naming another issuer
-/// is refused. `active: false` is [`Rejection::Inactive`].
+/// is refused. A `token_type` other than a bearer access token (a refresh token, say) is refused.
+/// `active: false` is [`Rejection::Inactive`].
 pub fn principal(answer: Answer, provider: &Provider, index: usize, now: i64) -> Result<Principal, Rejection> {
     let Answer::Active(mut claims) = answer else { return Err(Rejection::Inactive) };
+    match claims.get("token_type") {
+        None => {}
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("access_token") => {}
+        Some(_) => return Err(Rejection::BadClaim),
+    }
     claims.entry("iss").or_insert_with(|| Value::String(provider.issuer.clone()));
     claims::validate(claims, provider, index, now)
 }
@@ -248,6 +281,28 @@ mod tests {
         assert_eq!(reusable_until_ms(&s, &active(json!({"active": true})), now_ms), Some(now_ms + 300_000));
         assert_eq!(reusable_until_ms(&s, &active(json!({"active": true, "exp": NOW - 1})), now_ms), None);
         assert_eq!(reusable_until_ms(&s, &Answer::Inactive, now_ms), Some(now_ms + 10_000));
+        // Another worker's answer, kept under a longer max_ttl_seconds before a reload, is not reused.
+        assert!(!kept_within_max_ttl(&s, now_ms + 300_001, now_ms));
+        assert!(kept_within_max_ttl(&s, now_ms + 300_000, now_ms));
+    }
+
+    #[test]
+    fn only_b64tokens_of_a_plausible_length_are_introspected() {
+        for ok in ["2YotnFZFEjr1zCsicMWpAA", "v4.local.abcdefghijkl", "a-b_c~d+e/f.g1234==", "AAAAAAAAAAAAAAAA"] {
+            assert!(is_b64token(ok), "{ok}");
+        }
+        for bad in [
+            "x",
+            "short-token-1",
+            "a token with sp",
+            "tok\u{e9}nnnnnnnnnnnnnnn",
+            "=AAAAAAAAAAAAAAAA",
+            "AAAAAAAA=AAAAAAAA",
+            "================",
+            "AAAAAAAAAAAAAAA,",
+        ] {
+            assert!(!is_b64token(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -274,6 +329,15 @@ mod tests {
             Rejection::IssuerNotAllowed
         );
         assert_eq!(check(json!({"active": true, "aud": "mcp", "exp": NOW + 9, "scope": ["a"]})), Rejection::BadClaim);
+        // A refresh token is active too, but it is not an access token.
+        for not_access in [json!("refresh_token"), json!("N_A"), json!(1)] {
+            let doc = json!({"active": true, "aud": "mcp", "exp": NOW + 9, "token_type": not_access});
+            assert_eq!(check(doc), Rejection::BadClaim);
+        }
+        for access in ["Bearer", "access_token", "ACCESS_TOKEN"] {
+            let doc = json!({"active": true, "aud": "mcp", "exp": NOW + 9, "token_type": access});
+            assert!(super::principal(active(doc), &p, 0, NOW).is_ok(), "{access}");
+        }
         assert_eq!(super::principal(Answer::Inactive, &p, 0, NOW).unwrap_err(), Rejection::Inactive);
     }
 }
