@@ -116,6 +116,7 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         }
         let mut s = state.borrow_mut();
         s.mcp_path = true;
+        s.endpoint = Rc::from(path.as_str());
         if config.mcp.sessions.bind {
             s.session_id = value("mcp-session-id").map(str::to_string);
         }
@@ -359,15 +360,15 @@ fn check_session(worker: &Worker, state: &RefCell<StreamState>, principal: &Prin
 /// Authorizes the body; on refusal sends the answer. Returns the authorized calls, or None if refused.
 fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Option<Vec<AllowedCall>> {
     let config = &worker.config;
-    let (principal, mirror) = {
+    let (principal, mirror, endpoint) = {
         let s = state.borrow();
-        (s.principal.clone(), s.mirror.clone())
+        (s.principal.clone(), s.mirror.clone(), s.endpoint.clone())
     };
     let principal = principal?;
     let host = worker.host.as_ref();
     let changed = |name: &str| config.mcp.tool_pins.as_ref().is_some_and(|p| pins::definition_changed(host, p, name));
     let policy = &config.mcp.policy;
-    let declared = |name: &str| param_headers::declared(host, &config.mcp, name);
+    let declared = |name: &str| param_headers::declared(host, &config.mcp, &endpoint, name);
     match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed, &declared) {
         Ok(authorized) => {
             for call in &authorized.calls {

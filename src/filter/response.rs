@@ -141,8 +141,9 @@ pub fn on_body(worker: &Worker, state: &RefCell<StreamState>, body_size: usize, 
     let mut state = state.borrow_mut();
     let state = &mut *state;
     let Some(principal) = state.principal.clone() else { return Action::Continue };
+    let endpoint = state.endpoint.clone();
     let listed = |name: &str, tool: &Value| {
-        param_headers::listed(host, &config.mcp, name, tool);
+        param_headers::listed(host, &config.mcp, &endpoint, name, tool);
         config.mcp.tool_pins.as_ref().is_none_or(|p| pins::listed(host, &worker.metrics, p, name, tool))
     };
     let mut filter = ListFilter::new(&config.mcp.policy, &principal);
