@@ -27,7 +27,7 @@ use crate::mcp::jsonrpc_reply;
 use crate::mcp::mirror::MirrorHeaders;
 use crate::mcp::rules::Access;
 use crate::outcome::{Denial, Reason};
-use log::info;
+use log::{info, warn};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -36,7 +36,7 @@ use std::rc::Rc;
 pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_stream: bool) -> Action {
     let config = worker.config.clone();
     let host = worker.host.as_ref();
-    let Headers { pairs: headers, undecodable } = host.headers(Map::RequestHeaders);
+    let Headers { pairs: headers, undecodable, unreadable } = host.headers(Map::RequestHeaders);
     let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
 
     // Claim headers are ours to set: a client's copy must never reach the upstream, on any path.
@@ -44,6 +44,15 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         if value(&mapping.header).is_some() || undecodable.contains(&mapping.header) {
             host.set_header(Map::RequestHeaders, &mapping.header, None);
         }
+    }
+    // Without a readable :path, :method and :authority the path would read as "" (not guarded: passed
+    // unauthenticated). Envoy rejects such requests before filters today; this filter does not rely on it.
+    let unreadable_pseudo = undecodable.iter().find(|n| matches!(n.as_str(), ":path" | ":method" | ":authority"));
+    if unreadable || unreadable_pseudo.is_some() {
+        warn!("request refused: {} could not be read", unreadable_pseudo.map_or("its header map", |n| n.as_str()));
+        let reply = jsonrpc_reply::request_error(400, "Request headers could not be read");
+        deny(worker, state, &Denial::new(Reason::InvalidRequest, reply), None);
+        return Action::Pause;
     }
     let path = match authn::request_path(&config, value(":path").unwrap_or("")) {
         Ok(path) => path,

@@ -35,7 +35,8 @@ struct ResponseHead<'a> {
 impl<'a> ResponseHead<'a> {
     fn of(headers: &'a Headers) -> ResponseHead<'a> {
         let value = |name: &str| headers.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-        let unreadable = headers.undecodable.iter().any(|n| n == "content-type" || n == "content-encoding");
+        let unreadable =
+            headers.unreadable || headers.undecodable.iter().any(|n| n == "content-type" || n == "content-encoding");
         ResponseHead {
             status: value(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
             session_id: value("mcp-session-id"),

@@ -25,6 +25,8 @@ struct Context {
     request_headers: Vec<(String, String)>,
     /// Request headers whose value is not UTF-8 (what `ProxyWasmHost::headers` reports of them).
     undecodable: Vec<String>,
+    /// The request header map cannot be read (a failed hostcall or a malformed map).
+    unreadable: bool,
     request_body: Vec<u8>,
     /// The upstream's answer, as the filter reads and rewrites it.
     response_headers: Vec<(String, String)>,
@@ -94,8 +96,11 @@ impl FakeHost {
             Map::ResponseHeaders => self.with(|c| c.response_headers.clone()),
             Map::CalloutResponseHeaders => self.answer.borrow().0.clone(),
         };
-        let undecodable = if map == Map::RequestHeaders { self.with(|c| c.undecodable.clone()) } else { Vec::new() };
-        Headers { pairs, undecodable }
+        let (undecodable, unreadable) = match map {
+            Map::RequestHeaders => self.with(|c| (c.undecodable.clone(), c.unreadable)),
+            _ => (Vec::new(), false),
+        };
+        Headers { pairs, undecodable, unreadable }
     }
 
     fn take_dispatched(&self) -> Vec<Dispatched> {
@@ -391,6 +396,26 @@ fn a_header_value_that_is_not_utf8_is_refused_on_guarded_paths_and_stripped_ever
     let public = [(":method", "GET"), (":path", "/public")];
     assert_eq!(f.request_with_undecodable(3, &public, &["x-user-sub", "x-other"], true), Action::Continue);
     assert_eq!(f.host.contexts.borrow()[&3].undecodable, vec!["x-other".to_string()]);
+}
+
+#[test]
+fn request_headers_that_cannot_be_read_are_refused_not_passed() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()], "paths": [{"prefix": "/mcp"}],
+                                   "claim_headers": [{"claim": "sub", "header": "x-user-sub"}]}));
+    let public = [(":method", "GET"), (":path", "/public"), ("x-user-sub", "admin")];
+    assert_eq!(f.request(2, &public, true), Action::Continue, "an unguarded path passes");
+    for (id, undecodable) in [(3, ":path"), (4, ":method"), (5, ":authority")] {
+        assert_eq!(f.request_with_undecodable(id, &public, &[undecodable], true), Action::Pause, "{undecodable}");
+        assert_eq!(f.host.reply(id).map(|r| r.status), Some(400), "{undecodable}");
+        assert!(!f.host.resumed(id));
+    }
+    let context = Context { request_headers: vec![], unreadable: true, ..Default::default() };
+    f.host.contexts.borrow_mut().insert(6, context);
+    let stream = f.root.new_stream(6).expect("configured");
+    f.host.effective.set(6);
+    assert_eq!(stream.on_request_headers(true), Action::Pause, "a map that cannot be read");
+    assert_eq!(f.host.reply(6).map(|r| r.status), Some(400));
+    assert_eq!(f.host.counter("mcp_authz.denied.invalid_request"), 4);
 }
 
 #[test]
