@@ -10,7 +10,8 @@
 use crate::config::fields::{ConfigError, check_scope_token};
 use serde_json::Value;
 
-/// Bounds the closure's work at load (distinct scopes named, over all entries).
+/// Bounds the closure's work at load: scope mentions over all entries (each key and each listed scope;
+/// a scope named in several entries counts once per entry), which bound the distinct scopes too.
 const MAX_SCOPES: usize = 1_000;
 
 /// Each broader scope with every scope it implies, directly or through others. Sorted by scope.

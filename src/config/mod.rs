@@ -563,6 +563,7 @@ mod tests {
                 ),
                 "mcp.param_headers.t",
             ),
+            (with(&["mcp", "param_headers"], json!({"t": "Query"})), "mcp.param_headers.t"),
             (with(&["decision_export"], json!({"filter_state": ["tool"]})), "decision_export.filter_state[0]"),
             (with(&["upstream_credentials", "default"], json!("nope")), "upstream_credentials.default"),
             (

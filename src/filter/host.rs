@@ -43,6 +43,9 @@ pub struct CalloutRequest<'a> {
 pub struct Headers {
     pub pairs: Vec<(String, String)>,
     pub undecodable: Vec<String>,
+    /// The host's map could not be read at all (a failed hostcall, a malformed map): nothing is known of
+    /// it, so the request path refuses rather than decide on an empty map.
+    pub unreadable: bool,
 }
 
 impl Headers {

@@ -29,6 +29,24 @@ pub fn compare_and_swap_cas(cas: Option<u32>) -> Option<u32> {
     Some(cas.unwrap_or(u32::MAX))
 }
 
+/// Counts one more record under the counter `key`, unless `max` are already counted: the bound on
+/// records learned from upstream answers, shared by every worker. False when full (or on a write error).
+pub fn count_one_more(host: &dyn Host, key: &str, max: usize) -> bool {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = host.shared_get(key);
+        let count: usize = bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
+        if count >= max {
+            return false;
+        }
+        match host.shared_set(key, (count + 1).to_string().as_bytes(), compare_and_swap_cas(cas)) {
+            Ok(()) => return true,
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// One provider's remote key set, as this worker sees it.
 pub struct RemoteSlot {
     pub cfg: RemoteJwks,

@@ -3,31 +3,53 @@
 //! A configured tool (`mcp.param_headers`) is never learned over. When a tool's schema changes, the next
 //! `tools/list` the filter reads replaces the record; until then calls are checked against the old one,
 //! and a refused client re-lists and retries, as the specification expects of it.
+//!
+//! A record belongs to one MCP endpoint: the request path (canonical, as the filter decides on it) and
+//! the tool name. The shared store spans every route of the Envoy (same `vm_id`), and two servers may
+//! both have a `search`: keyed by name alone, either could overwrite the other's record. The authority is
+//! not part of the key: the client chooses it, and a call under an authority no list was read under
+//! would go unchecked. At most [`MAX_LEARNED`] records are created per Envoy process.
 
 use super::host::Host;
+use super::keys::count_one_more;
 use crate::clip::clip;
 use crate::mcp::config::McpConfig;
 use crate::mcp::mirror::{self, ParamHeader, ParamType};
 use log::warn;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
-fn record_key(name: &str) -> String {
-    format!("mcp_authz.param_headers.{name}")
+/// Most learned records per Envoy process: an upstream's lists cannot grow shared data without bound.
+/// Beyond it, a newly seen annotated tool is not recorded (logged), and its headers are not checked.
+pub const MAX_LEARNED: usize = 1024;
+
+const LEARNED_COUNT_KEY: &str = "mcp_authz.v1.param_headers.learned";
+
+/// The record of tool `name` on `endpoint`: a digest, so any path and name make a short key, and a `/`
+/// or `|` in either cannot make two pairs meet.
+fn record_key(endpoint: &str, name: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update((endpoint.len() as u64).to_le_bytes());
+    digest.update(endpoint.as_bytes());
+    digest.update(name.as_bytes());
+    let short: String = digest.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("mcp_authz.v1.param_headers|{short}")
 }
 
-/// The parameter mirrors of tool `name`: configured, else learned; None when the filter knows none.
-pub fn declared(host: &dyn Host, config: &McpConfig, name: &str) -> Option<Vec<ParamHeader>> {
+/// The parameter mirrors of tool `name` called on `endpoint`: configured, else learned from that
+/// endpoint's lists; None when the filter knows none.
+pub fn declared(host: &dyn Host, config: &McpConfig, endpoint: &str, name: &str) -> Option<Vec<ParamHeader>> {
     if let Some((_, params)) = config.param_headers.iter().find(|(n, _)| n == name) {
         return Some(params.clone());
     }
-    decode(&host.shared_get(&record_key(name)).0?)
+    decode(&host.shared_get(&record_key(endpoint, name)).0?)
 }
 
-/// A `tools/list` shows `tool` (named `name`): records its parameter mirrors for every worker. A tool
-/// without any is recorded only to replace an earlier record (so the store grows with annotated tools
-/// only); a tool whose annotations are invalid is recorded as having none, and a warning names it
-/// (conforming clients drop it from their lists, so they do not call it).
-pub fn listed(host: &dyn Host, config: &McpConfig, name: &str, tool: &Value) {
+/// A `tools/list` answered on `endpoint` shows `tool` (named `name`): records its parameter mirrors for
+/// every worker. A tool without any is recorded only to replace an earlier record (so the store grows
+/// with annotated tools only); a tool whose annotations are invalid is recorded as having none, and a
+/// warning names it (conforming clients drop it from their lists, so they do not call it).
+pub fn listed(host: &dyn Host, config: &McpConfig, endpoint: &str, name: &str, tool: &Value) {
     if config.param_headers.iter().any(|(n, _)| n == name) {
         return;
     }
@@ -38,10 +60,14 @@ pub fn listed(host: &dyn Host, config: &McpConfig, name: &str, tool: &Value) {
             Vec::new()
         }
     };
-    let key = record_key(name);
+    let key = record_key(endpoint, name);
     let (stored, _) = host.shared_get(&key);
     let encoded = encode(&params);
     if stored.as_deref() == Some(&encoded[..]) || (stored.is_none() && params.is_empty()) {
+        return;
+    }
+    if stored.is_none() && !count_one_more(host, LEARNED_COUNT_KEY, MAX_LEARNED) {
+        warn!("tool {:?}: x-mcp-header parameters not learned, {MAX_LEARNED} records reached", clip(name));
         return;
     }
     // Last writer wins: every writer writes what a tools/list just showed.
@@ -89,5 +115,12 @@ mod tests {
         assert_eq!(decode(b"[]"), Some(vec![]));
         assert_eq!(decode(br#"[["q","x",["q"]]]"#), None);
         assert_eq!(decode(b"nope"), None);
+    }
+
+    #[test]
+    fn records_are_per_endpoint_and_name() {
+        assert_ne!(record_key("/a", "search"), record_key("/b", "search"));
+        assert_ne!(record_key("/a", "bsearch"), record_key("/ab", "search"));
+        assert_eq!(record_key("/a", "search"), record_key("/a", "search"));
     }
 }

@@ -3,7 +3,7 @@
 //! and calls to a changed tool are refused while the change lasts.
 
 use super::host::Host;
-use super::keys::compare_and_swap_cas;
+use super::keys::{compare_and_swap_cas, count_one_more};
 use super::metrics::Metrics;
 use crate::clip::clip;
 use crate::mcp::pins::{self, Pin, Record, ToolPins};
@@ -38,7 +38,7 @@ pub fn listed(host: &dyn Host, metrics: &Metrics, config: &ToolPins, name: &str,
         let pinned = match pin_for(config, name, record.as_ref()) {
             Some(pinned) => pinned,
             None if config.learn => {
-                if !learn_one_more(host, config) {
+                if !count_one_more(host, pins::LEARNED_COUNT_KEY, config.max_tools) {
                     warn!("tool {:?} not pinned: tool_pins.max_tools ({}) reached", clip(name), config.max_tools);
                     return true;
                 }
@@ -81,23 +81,6 @@ fn report(metrics: &Metrics, name: &str, record: &Record) {
     } else {
         info!("tool {:?} pinned at sha256:{}", clip(name), pins::hex(&record.pinned));
     }
-}
-
-/// Counts one more learned tool, unless `max_tools` are already learned.
-fn learn_one_more(host: &dyn Host, config: &ToolPins) -> bool {
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = host.shared_get(pins::LEARNED_COUNT_KEY);
-        let count: usize = bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()?.parse().ok()).unwrap_or(0);
-        if count >= config.max_tools {
-            return false;
-        }
-        match host.shared_set(pins::LEARNED_COUNT_KEY, (count + 1).to_string().as_bytes(), compare_and_swap_cas(cas)) {
-            Ok(()) => return true,
-            Err(Status::CasMismatch) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// Whether `tools/call` of `name` must be refused: the last `tools/list` showed it changed.

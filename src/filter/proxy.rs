@@ -79,13 +79,16 @@ impl Host for ProxyWasmHost {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size: usize = 0;
         let status = unsafe { proxy_get_header_map_pairs(map_type(map) as u32, &mut data, &mut size) };
-        if status != 0 || data.is_null() {
+        if status != 0 {
+            return Headers { unreadable: true, ..Headers::default() };
+        }
+        if data.is_null() {
             return Headers::default();
         }
         // The host wrote the map into memory it obtained from this module's allocator (the SDK's
         // proxy_on_memory_allocate): ours to free, as the SDK's own readers do.
         let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
-        Headers::parse(&bytes).unwrap_or_default()
+        Headers::parse(&bytes).unwrap_or(Headers { unreadable: true, ..Headers::default() })
     }
 
     fn header(&self, map: Map, name: &str) -> Option<String> {

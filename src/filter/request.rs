@@ -27,7 +27,7 @@ use crate::mcp::jsonrpc_reply;
 use crate::mcp::mirror::MirrorHeaders;
 use crate::mcp::rules::Access;
 use crate::outcome::{Denial, Reason};
-use log::info;
+use log::{info, warn};
 use proxy_wasm::types::Action;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -36,7 +36,7 @@ use std::rc::Rc;
 pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_stream: bool) -> Action {
     let config = worker.config.clone();
     let host = worker.host.as_ref();
-    let Headers { pairs: headers, undecodable } = host.headers(Map::RequestHeaders);
+    let Headers { pairs: headers, undecodable, unreadable } = host.headers(Map::RequestHeaders);
     let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
 
     // Claim headers are ours to set: a client's copy must never reach the upstream, on any path.
@@ -44,6 +44,15 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         if value(&mapping.header).is_some() || undecodable.contains(&mapping.header) {
             host.set_header(Map::RequestHeaders, &mapping.header, None);
         }
+    }
+    // Without a readable :path, :method and :authority the path would read as "" (not guarded: passed
+    // unauthenticated). Envoy rejects such requests before filters today; this filter does not rely on it.
+    let unreadable_pseudo = undecodable.iter().find(|n| matches!(n.as_str(), ":path" | ":method" | ":authority"));
+    if unreadable || unreadable_pseudo.is_some() {
+        warn!("request refused: {} could not be read", unreadable_pseudo.map_or("its header map", |n| n.as_str()));
+        let reply = jsonrpc_reply::request_error(400, "Request headers could not be read");
+        deny(worker, state, &Denial::new(Reason::InvalidRequest, reply), None);
+        return Action::Pause;
     }
     let path = match authn::request_path(&config, value(":path").unwrap_or("")) {
         Ok(path) => path,
@@ -116,6 +125,7 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         }
         let mut s = state.borrow_mut();
         s.mcp_path = true;
+        s.endpoint = Rc::from(path.as_str());
         if config.mcp.sessions.bind {
             s.session_id = value("mcp-session-id").map(str::to_string);
         }
@@ -361,15 +371,15 @@ fn check_session(worker: &Worker, state: &RefCell<StreamState>, principal: &Prin
 /// Authorizes the body; on refusal sends the answer. Returns the authorized calls, or None if refused.
 fn decide_body(worker: &Worker, state: &RefCell<StreamState>, body: &[u8]) -> Option<Vec<AllowedCall>> {
     let config = &worker.config;
-    let (principal, mirror) = {
+    let (principal, mirror, endpoint) = {
         let s = state.borrow();
-        (s.principal.clone(), s.mirror.clone())
+        (s.principal.clone(), s.mirror.clone(), s.endpoint.clone())
     };
     let principal = principal?;
     let host = worker.host.as_ref();
     let changed = |name: &str| config.mcp.tool_pins.as_ref().is_some_and(|p| pins::definition_changed(host, p, name));
     let policy = &config.mcp.policy;
-    let declared = |name: &str| param_headers::declared(host, &config.mcp, name);
+    let declared = |name: &str| param_headers::declared(host, &config.mcp, &endpoint, name);
     match inspect::inspect(body, &mirror, policy, &principal, config.mcp.filter_lists, &changed, &declared) {
         Ok(authorized) => {
             for call in &authorized.calls {

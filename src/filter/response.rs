@@ -35,7 +35,8 @@ struct ResponseHead<'a> {
 impl<'a> ResponseHead<'a> {
     fn of(headers: &'a Headers) -> ResponseHead<'a> {
         let value = |name: &str| headers.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-        let unreadable = headers.undecodable.iter().any(|n| n == "content-type" || n == "content-encoding");
+        let unreadable =
+            headers.unreadable || headers.undecodable.iter().any(|n| n == "content-type" || n == "content-encoding");
         ResponseHead {
             status: value(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
             session_id: value("mcp-session-id"),
@@ -141,8 +142,9 @@ pub fn on_body(worker: &Worker, state: &RefCell<StreamState>, body_size: usize, 
     let mut state = state.borrow_mut();
     let state = &mut *state;
     let Some(principal) = state.principal.clone() else { return Action::Continue };
+    let endpoint = state.endpoint.clone();
     let listed = |name: &str, tool: &Value| {
-        param_headers::listed(host, &config.mcp, name, tool);
+        param_headers::listed(host, &config.mcp, &endpoint, name, tool);
         config.mcp.tool_pins.as_ref().is_none_or(|p| pins::listed(host, &worker.metrics, p, name, tool))
     };
     let mut filter = ListFilter::new(&config.mcp.policy, &principal);

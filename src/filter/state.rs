@@ -73,6 +73,8 @@ pub struct StreamState {
     pub lists: Vec<(Value, ListKind)>,
     /// The request is on an MCP endpoint: its response is read for lists, whatever it answers.
     pub mcp_path: bool,
+    /// That endpoint's canonical path, whole (`path` is cut): learned tool records are kept per endpoint.
+    pub endpoint: Rc<str>,
     /// A GET on an MCP path: the server's event stream. Resumed with `Last-Event-ID` (or polled, when a
     /// server closes POST streams early), it replays answers to earlier requests, lists among them.
     pub event_stream: bool,

@@ -25,7 +25,12 @@ struct Context {
     request_headers: Vec<(String, String)>,
     /// Request headers whose value is not UTF-8 (what `ProxyWasmHost::headers` reports of them).
     undecodable: Vec<String>,
+    /// The request header map cannot be read (a failed hostcall or a malformed map).
+    unreadable: bool,
     request_body: Vec<u8>,
+    /// The upstream's answer, as the filter reads and rewrites it.
+    response_headers: Vec<(String, String)>,
+    response_body: Vec<u8>,
     reply: Option<LocalReply>,
     resumed: bool,
     properties: Vec<(String, String)>,
@@ -88,11 +93,14 @@ impl FakeHost {
     fn map_headers(&self, map: Map) -> Headers {
         let pairs = match map {
             Map::RequestHeaders => self.with(|c| c.request_headers.clone()),
-            Map::ResponseHeaders => Vec::new(),
+            Map::ResponseHeaders => self.with(|c| c.response_headers.clone()),
             Map::CalloutResponseHeaders => self.answer.borrow().0.clone(),
         };
-        let undecodable = if map == Map::RequestHeaders { self.with(|c| c.undecodable.clone()) } else { Vec::new() };
-        Headers { pairs, undecodable }
+        let (undecodable, unreadable) = match map {
+            Map::RequestHeaders => self.with(|c| (c.undecodable.clone(), c.unreadable)),
+            _ => (Vec::new(), false),
+        };
+        Headers { pairs, undecodable, unreadable }
     }
 
     fn take_dispatched(&self) -> Vec<Dispatched> {
@@ -118,12 +126,13 @@ impl Host for FakeHost {
 
     fn set_header(&self, map: Map, name: &str, value: Option<&str>) {
         self.log(format!("set_header {name}"));
-        assert_eq!(map, Map::RequestHeaders, "these tests set request headers only");
+        assert_ne!(map, Map::CalloutResponseHeaders, "callout answers are read only");
         self.with(|c| {
-            c.request_headers.retain(|(n, _)| n != name);
+            let headers = if map == Map::RequestHeaders { &mut c.request_headers } else { &mut c.response_headers };
+            headers.retain(|(n, _)| n != name);
             c.undecodable.retain(|n| n != name);
             if let Some(v) = value {
-                c.request_headers.push((name.to_string(), v.to_string()));
+                headers.push((name.to_string(), v.to_string()));
             }
         });
     }
@@ -132,7 +141,7 @@ impl Host for FakeHost {
         self.log(format!("buffer {buffer:?}"));
         let bytes = match buffer {
             Buffer::RequestBody => self.with(|c| c.request_body.clone()),
-            Buffer::ResponseBody => Vec::new(),
+            Buffer::ResponseBody => self.with(|c| c.response_body.clone()),
             Buffer::CalloutResponseBody => self.answer.borrow().1.clone(),
         };
         bytes.get(start..).map(|b| b[..size.min(b.len())].to_vec()).unwrap_or_default()
@@ -140,9 +149,10 @@ impl Host for FakeHost {
 
     fn set_buffer(&self, buffer: Buffer, start: usize, size: usize, data: &[u8]) {
         self.log(format!("set_buffer {buffer:?}"));
-        assert_eq!(buffer, Buffer::RequestBody, "these tests rewrite request bodies only");
+        assert_ne!(buffer, Buffer::CalloutResponseBody, "callout answers are read only");
         self.with(|c| {
-            c.request_body.splice(start..(start + size).min(c.request_body.len()), data.iter().copied());
+            let body = if buffer == Buffer::RequestBody { &mut c.request_body } else { &mut c.response_body };
+            body.splice(start..(start + size).min(body.len()), data.iter().copied());
         });
     }
 
@@ -281,6 +291,27 @@ impl Filter {
         self.streams[&id].on_request_body(body.len(), true)
     }
 
+    /// The body arrives in frames and the request ends with trailers.
+    fn body_then_trailers(&self, id: u32, body: &[u8]) -> Action {
+        self.host.effective.set(id);
+        self.host.with(|c| c.request_body = body.to_vec());
+        assert_eq!(self.streams[&id].on_request_body(body.len(), false), Action::Pause);
+        self.streams[&id].on_request_trailers()
+    }
+
+    /// The upstream answers request `id` (JSON, 200): the body as the client receives it.
+    fn respond(&self, id: u32, body: &[u8]) -> Vec<u8> {
+        self.host.effective.set(id);
+        self.host.with(|c| {
+            c.response_headers =
+                vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+            c.response_body = body.to_vec();
+        });
+        assert_eq!(self.streams[&id].on_response_headers(), Action::Continue);
+        self.streams[&id].on_response_body(body.len(), true);
+        self.host.with(|c| c.response_body.clone())
+    }
+
     /// Envoy delivers the answer of callout `token` to the context that made it.
     fn answer(&self, token: u32, context: u32, status: Option<u16>, headers: &[(&str, &str)], body: &[u8]) {
         let mut all: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
@@ -365,6 +396,26 @@ fn a_header_value_that_is_not_utf8_is_refused_on_guarded_paths_and_stripped_ever
     let public = [(":method", "GET"), (":path", "/public")];
     assert_eq!(f.request_with_undecodable(3, &public, &["x-user-sub", "x-other"], true), Action::Continue);
     assert_eq!(f.host.contexts.borrow()[&3].undecodable, vec!["x-other".to_string()]);
+}
+
+#[test]
+fn request_headers_that_cannot_be_read_are_refused_not_passed() {
+    let mut f = Filter::new(json!({"providers": [inline_keys()], "paths": [{"prefix": "/mcp"}],
+                                   "claim_headers": [{"claim": "sub", "header": "x-user-sub"}]}));
+    let public = [(":method", "GET"), (":path", "/public"), ("x-user-sub", "admin")];
+    assert_eq!(f.request(2, &public, true), Action::Continue, "an unguarded path passes");
+    for (id, undecodable) in [(3, ":path"), (4, ":method"), (5, ":authority")] {
+        assert_eq!(f.request_with_undecodable(id, &public, &[undecodable], true), Action::Pause, "{undecodable}");
+        assert_eq!(f.host.reply(id).map(|r| r.status), Some(400), "{undecodable}");
+        assert!(!f.host.resumed(id));
+    }
+    let context = Context { request_headers: vec![], unreadable: true, ..Default::default() };
+    f.host.contexts.borrow_mut().insert(6, context);
+    let stream = f.root.new_stream(6).expect("configured");
+    f.host.effective.set(6);
+    assert_eq!(stream.on_request_headers(true), Action::Pause, "a map that cannot be read");
+    assert_eq!(f.host.reply(6).map(|r| r.status), Some(400));
+    assert_eq!(f.host.counter("mcp_authz.denied.invalid_request"), 4);
 }
 
 #[test]
@@ -524,11 +575,14 @@ fn a_body_that_does_not_arrive_in_time_is_408() {
 #[test]
 fn a_body_that_arrives_leaves_the_parked_queue_at_once() {
     let mut f = Filter::new(json!({"providers": [inline_keys()]}));
-    f.request(2, &headers_of(&post(&token("alice", "read"))), false);
-    assert_eq!(f.root.parked_requests(), 1, "waits for its body");
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
-    assert_eq!(f.body(2, ping.as_bytes()), Action::Continue);
-    assert_eq!(f.root.parked_requests(), 0, "out of the queue before the next tick");
+    for (id, trailers) in [(2, false), (3, true)] {
+        f.request(id, &headers_of(&post(&token("alice", "read"))), false);
+        assert_eq!(f.root.parked_requests(), 1, "waits for its body");
+        let decided = if trailers { f.body_then_trailers(id, ping.as_bytes()) } else { f.body(id, ping.as_bytes()) };
+        assert_eq!(decided, Action::Continue, "trailers: {trailers}");
+        assert_eq!(f.root.parked_requests(), 0, "out of the queue before the next tick (trailers: {trailers})");
+    }
 }
 
 /// Each hostcall crosses from V8 into Envoy and costs ~0.1-1 µs: this is the whole list for the most
@@ -658,6 +712,7 @@ fn mirror_headers_are_checked_against_configured_and_learned_parameters() {
     super::param_headers::listed(
         f.host.as_ref(),
         mcp,
+        "/mcp",
         "listed",
         &json!({"name": "listed", "inputSchema": schema("Q")}),
     );
@@ -687,6 +742,47 @@ fn mirror_headers_are_checked_against_configured_and_learned_parameters() {
     }
     assert_eq!(send("other", "evil", &[("mcp-param-q", "safe")]), None, "a tool the filter knows nothing of");
     assert_eq!(f.host.counter("mcp_authz.denied.header_mismatch"), 4);
+}
+
+#[test]
+fn learned_parameters_belong_to_the_endpoint_whose_list_showed_them() {
+    let mut f =
+        Filter::new(json!({"providers": [inline_keys()], "mcp": {"rules": [{"method": "tools/call", "name": "*"}]}}));
+    let alice = token("alice", "read");
+    let mut id = 1;
+    let mut send = |f: &mut Filter, path: &str, body: Value, extra: &[(&str, &str)]| {
+        id += 1;
+        let mut headers = get(path, &alice);
+        headers[0].1 = "POST".into();
+        headers.push(("content-type".into(), "application/json".into()));
+        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        f.request(id, &headers_of(&headers), false);
+        f.body(id, body.to_string().as_bytes());
+        (id, f.host.reply(id).map(|r| r.status))
+    };
+    let annotated = json!({"type": "string", "x-mcp-header": "Q"});
+    let plain = json!({"type": "string"});
+    let search = |q: &str| {
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "search", "arguments": {"q": q}, "_meta": meta}})
+    };
+    let mcp = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "search")];
+    let forged: Vec<_> = mcp.iter().copied().chain([("mcp-param-q", "safe")]).collect();
+    for (path, q) in [("/a", &annotated), ("/b", &plain), ("/a", &annotated)] {
+        let (list, refused) = send(&mut f, path, json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}), &[]);
+        assert_eq!(refused, None);
+        let tool = json!({"name": "search", "inputSchema": {"type": "object", "properties": {"q": q}}});
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [tool]}});
+        let shown: Value = serde_json::from_slice(&f.respond(list, answer.to_string().as_bytes())).unwrap();
+        assert_eq!(shown["result"]["tools"][0]["name"], "search", "listed on {path}");
+        // Whichever endpoint listed last, each is checked against its own tool.
+        assert_eq!(send(&mut f, "/a", search("evil"), &forged).1, Some(400), "/a: a forged header is refused");
+        assert_eq!(send(&mut f, "/a", search("evil"), &mcp).1, Some(400), "/a: a missing header is refused");
+        assert_eq!(send(&mut f, "/a", search("safe"), &forged).1, None, "/a: an agreeing header passes");
+        assert_eq!(send(&mut f, "/b", search("evil"), &mcp).1, None, "/b: its tool has no header to send");
+    }
+    assert_eq!(f.host.counter("mcp_authz.denied.header_mismatch"), 6);
 }
 
 fn introspection_config() -> Value {

@@ -242,6 +242,11 @@ pub(crate) fn validate_mcp(
         .param_headers
         .into_iter()
         .map(|(name, schema)| match mirror::declared(&schema) {
+            // Anything else would declare nothing, silently: a tool meant to be checked would not be.
+            _ if !schema.is_object() => Err(ConfigError::new(
+                format!("{field}.param_headers.{name}"),
+                "must be the tool's inputSchema (an object)",
+            )),
             Ok(params) => Ok((name, params)),
             Err(why) => Err(ConfigError::new(format!("{field}.param_headers.{name}"), why)),
         })
