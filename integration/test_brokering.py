@@ -160,7 +160,7 @@ def test_jwt_bearer_presents_the_client_token_and_the_upstream_gets_the_answer(s
 
 @pytest.mark.parametrize("behaviour,status,error", [
     (("status", 400, {"error": "invalid_grant"}), 403, "access_denied"),
-    (("status", 401, {"error": "invalid_client"}), 401, "invalid_token"),
+    (("status", 401, {"error": "invalid_client"}), 502, "api_error"),
     ("500", 502, "api_error"),
     ("garbage", 502, "api_error"),
     (("delay", 1.5), 504, "api_error"),
