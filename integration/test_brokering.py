@@ -160,7 +160,7 @@ def test_jwt_bearer_presents_the_client_token_and_the_upstream_gets_the_answer(s
 
 @pytest.mark.parametrize("behaviour,status,error", [
     (("status", 400, {"error": "invalid_grant"}), 403, "access_denied"),
-    (("status", 401, {"error": "invalid_client"}), 401, "invalid_token"),
+    (("status", 401, {"error": "invalid_client"}), 502, "api_error"),
     ("500", 502, "api_error"),
     ("garbage", 502, "api_error"),
     (("delay", 1.5), 504, "api_error"),
@@ -313,7 +313,10 @@ def link_stack(tmp_path_factory) -> Iterator[LinkStack]:
                          "secret": LINK_SECRET, "statuses": [], "error_codes": ["not_linked"],
                          "message": "Connect your {providerId} account"}}}}
             c["mcp"] = {"rules": [{"method": "tools/call", "name": "get_reddit_user", "scopes": ["read:tasks"],
-                                   "credential": "reddit"}]}
+                                   "credential": "reddit"}],
+                        # Linking must not depend on session binding: the 2025-11-25 -32042 path recognizes
+                        # URL-capable sessions by Mcp-Session-Id whatever `binding` says.
+                        "sessions": {"binding": "off"}}
             return c
 
         envoy = Envoy(tmp_path_factory.mktemp("link"), upstream_port=mcp.port, jwks_port=jwks.port, filter_cfg=cfg,
@@ -398,7 +401,8 @@ def test_link_2026_07_28_request_gets_input_required_with_request_state(link_sta
         params = {"name": "get_reddit_user", "arguments": {}, "_meta": {**modern, **stack.meta("dana")}, **extra}
         return httpx.post(f"{stack.envoy.url}/mcp", timeout=20, headers={
             "authorization": f"Bearer {token}", "content-type": "application/json",
-            "accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28"},
+            "accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call", "mcp-name": "get_reddit_user"},
             json={"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params})
 
     r = post(1, {})

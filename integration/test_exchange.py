@@ -217,7 +217,7 @@ def test_rfc8693_token_reused_only_until_the_subject_token_expires(stack: Exchan
 @pytest.mark.parametrize("behaviour, status, error", [
     ("invalid_grant", 403, "access_denied"),
     ("invalid_target", 403, "access_denied"),
-    ("invalid_client", 401, "invalid_token"),
+    ("invalid_client", 502, "api_error"),
     ("404", 502, "api_error"),
     ("500", 502, "api_error"),
     ("garbage", 502, "api_error"),

@@ -155,13 +155,17 @@ fn validate_link(field: &str, raw: &serde_json::Value) -> Result<link::Settings,
         }
     };
     let url = text("url")?.unwrap_or_default();
-    let url_ok = (url.starts_with("https://") || url.starts_with("http://"))
+    // The link URL carries the signed state to the user's browser: plain http only to loopback (tests).
+    let loopback = ["http://127.0.0.1", "http://[::1]", "http://localhost"]
+        .iter()
+        .any(|p| url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/', '?'])));
+    let url_ok = (url.starts_with("https://") || loopback)
         && url.contains("{state}")
         && !url.bytes().any(|b| b <= b' ' || b == 0x7f);
     if !url_ok {
         return Err(ConfigError::new(
             format!("{field}.url"),
-            "must be an http(s) URL template containing {state} (and optionally {userId}, {providerId})",
+            "must be an https URL template (http only for 127.0.0.1, [::1], localhost) containing {state} (and optionally {userId}, {providerId})",
         ));
     }
     let secret = text("secret")?.unwrap_or_default();
@@ -601,6 +605,9 @@ mod tests {
         for (doc, field) in [
             (with("url", json!("https://backend/link")), "upstream_credentials.targets.reddit.link.url"),
             (with("url", json!("ftp://x/{state}")), "upstream_credentials.targets.reddit.link.url"),
+            (with("url", json!("http://backend/link?s={state}")), "upstream_credentials.targets.reddit.link.url"),
+            (with("url", json!("http://localhost.evil/l?s={state}")), "upstream_credentials.targets.reddit.link.url"),
+            (with("url", json!("http://127.0.0.1@evil/l?s={state}")), "upstream_credentials.targets.reddit.link.url"),
             (with("secret", json!("short")), "upstream_credentials.targets.reddit.link.secret"),
             (with("statuses", json!([200])), "upstream_credentials.targets.reddit.link.statuses[0]"),
             (with("statuses", json!([])), "upstream_credentials.targets.reddit.link"),
@@ -610,6 +617,10 @@ mod tests {
         ] {
             let e = parse(doc.clone()).unwrap_err();
             assert!(e.field.starts_with(field), "{doc}: got {e}");
+        }
+        for loopback in ["http://127.0.0.1:8080/l?s={state}", "http://[::1]/l?s={state}", "http://localhost?s={state}"]
+        {
+            assert!(parse(with("url", json!(loopback))).is_ok(), "{loopback}");
         }
         let rfc = json!({"x": {"mode": "rfc8693", "cluster": "c", "authority": "a", "path": "/t", "link": ok}});
         assert_eq!(parse(rfc).unwrap_err().field, "upstream_credentials.targets.x.link");

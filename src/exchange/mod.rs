@@ -192,6 +192,14 @@ pub fn status_error(status: u16, oauth_error: Option<&str>) -> ExchangeError {
                 format!("exchange server answered 400 {}", oauth_error.unwrap_or("")),
             )
         }
+        // The gateway's own client credentials were refused (RFC 6749 §5.2 allows 400 or 401): a
+        // misconfiguration the MCP client can do nothing about, so not its token's fault.
+        (400 | 401, Some("invalid_client")) => ExchangeError::new(
+            502,
+            Failure::ApiError,
+            "Token exchange failed",
+            "the exchange server refused the gateway's client credentials (invalid_client)",
+        ),
         (401, _) => {
             ExchangeError::new(401, Failure::InvalidToken, "Invalid or expired token", "exchange server answered 401")
         }

@@ -17,10 +17,12 @@ pub struct Plan {
     /// `Credentials::chain`); the last is `target`. Only its token is cached: intermediate tokens (an
     /// ID-JAG above all, a one-time grant the authorization server may refuse to see twice) are used once.
     pub chain: Vec<usize>,
-    /// What identifies this exchange for workers sharing the token (`shared::shared_key`): the first
-    /// callout of the chain, with an empty assertion when the chain starts by minting. None: nothing to
-    /// share (a minted token alone).
-    pub shared_basis: Option<Callout>,
+    /// What identifies this exchange for workers sharing the token (`shared::shared_key`): every callout
+    /// of the chain, in order; the first presents the client's token, the others an empty token (theirs is
+    /// the previous step's, different each time for a minted assertion). Every step's cluster, authority,
+    /// path, client and form parameters are in it, so a changed last step never gets another's token.
+    /// Empty: nothing to share (a minted token alone).
+    pub shared_basis: Vec<Callout>,
     /// Time the whole chain may take: the sum of its callouts' timeouts.
     pub timeout_ms: u64,
     /// Request id for JSON-RPC error answers.
@@ -85,11 +87,14 @@ pub fn plan(
             (cache::key(&[mode.name(), &t.name, subject_token]), step, chain)
         }
     };
-    let shared_basis = match (&step, chain.get(1)) {
-        (Step::Callout(c), _) => Some(c.clone()),
-        (Step::Mint, Some(next)) => callout_for(credentials, *next, ""),
-        (Step::Mint, None) => None,
-    };
+    let shared_basis = chain
+        .iter()
+        .enumerate()
+        .filter_map(|(n, target)| match (n, &step) {
+            (0, Step::Callout(first)) => Some(first.clone()),
+            _ => callout_for(credentials, *target, ""),
+        })
+        .collect();
     let timeout_ms = chain
         .iter()
         .filter(|i| !matches!(credentials.targets[**i].mode, Mode::Internal(_)))
@@ -260,15 +265,51 @@ mod tests {
         let Step::Callout(first) = &p.step else { panic!("{:?}", p.step) };
         assert_eq!(first.cluster, "idp");
         assert!(String::from_utf8_lossy(&first.body).contains("subject_token=tok&"));
-        assert_eq!(p.shared_basis.as_ref(), Some(first));
+        assert_eq!(p.shared_basis.first(), Some(first));
+        assert_eq!(p.shared_basis.len(), 2, "the jwt_bearer step is part of the shared identity");
         assert_ne!(p.key, plan(&c, &[call(Some("idjag"), json!(null))], &alice(), "tok").unwrap().unwrap().key);
         let second = callout_for(&c, p.chain[1], "the.id.jag").unwrap();
         assert!(String::from_utf8_lossy(&second.body).contains("&assertion=the.id.jag"));
         // A chain that starts by minting shares on its first callout, assertion left out.
         let p = plan(&c, &[call(Some("from-minted"), json!(null))], &alice(), "tok").unwrap().unwrap();
         assert_eq!(p.step, Step::Mint);
-        let basis = String::from_utf8(p.shared_basis.unwrap().body).unwrap();
+        let basis = String::from_utf8(p.shared_basis[0].body.clone()).unwrap();
         assert!(basis.ends_with("jwt-bearer&assertion="), "{basis}");
+        let p = plan(&c, &[call(Some("minted"), json!(null))], &alice(), "tok").unwrap().unwrap();
+        assert!(p.shared_basis.is_empty(), "a minted token alone is not shared");
+    }
+
+    /// Two configurations (a reload, or two sharing a `vm_id`) whose chains differ only in the last step
+    /// must not share a token in Envoy's shared data.
+    #[test]
+    fn shared_keys_cover_every_step_of_a_chain() {
+        let shared_key = |crm: &str| {
+            let cfg = crate::config::parse(
+                format!(
+                    r#"{{"providers":[{{"issuer":"https://idp","audiences":["a"],"jwks":{{"inline":{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}]}}}}}}],
+                    "upstream_credentials":{{"targets":{{
+                       "idjag":{{"mode":"rfc8693","cluster":"idp","authority":"idp","path":"/token",
+                                "requested_token_type":"urn:ietf:params:oauth:token-type:id-jag","audience":"https://as"}},
+                       "crm":{{"mode":"jwt_bearer","assertion_from":"idjag",{crm}}}}}}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let p = plan(&cfg.credentials, &[call(Some("crm"), json!(null))], &alice(), "tok").unwrap().unwrap();
+            super::super::shared::shared_key(&p.key, &p.shared_basis)
+        };
+        let base = shared_key(r#""cluster":"as","authority":"as","path":"/token","scope":"read""#);
+        assert_eq!(base, shared_key(r#""cluster":"as","authority":"as","path":"/token","scope":"read""#));
+        for other in [
+            r#""cluster":"as","authority":"as","path":"/token","scope":"write""#,
+            r#""cluster":"as2","authority":"as","path":"/token","scope":"read""#,
+            r#""cluster":"as","authority":"as2","path":"/token","scope":"read""#,
+            r#""cluster":"as","authority":"as","path":"/t2","scope":"read""#,
+            r#""cluster":"as","authority":"as","path":"/token","scope":"read","resource":"https://r""#,
+            r#""cluster":"as","authority":"as","path":"/token","scope":"read","client_id":"gw","client_secret":"s""#,
+        ] {
+            assert_ne!(base, shared_key(other), "{other}");
+        }
     }
 
     #[test]

@@ -76,18 +76,23 @@ pub fn key_hex(key: &Key) -> String {
 }
 
 /// The process-wide key of an exchange: the worker cache's key (mode, target, subject) and the exact
-/// callout (cluster, headers, body), so that two filter configurations sharing a `vm_id` but sending
-/// different exchanges never share an answer.
-pub fn shared_key(local: &Key, callout: &Callout) -> Key {
-    let mut parts: Vec<&str> = vec!["shared.v1", &callout.cluster];
-    for (name, value) in &callout.headers {
-        parts.push(name);
-        parts.push(value);
-    }
+/// callouts of every step (cluster, headers, body), so that two filter configurations sharing a `vm_id`
+/// (or one before and after a reload) but sending different exchanges never share an answer.
+pub fn shared_key(local: &Key, callouts: &[Callout]) -> Key {
     let local_hex = key_hex(local);
-    let body = String::from_utf8_lossy(&callout.body);
-    parts.push(&local_hex);
-    parts.push(&body);
+    let bodies: Vec<_> = callouts.iter().map(|c| String::from_utf8_lossy(&c.body)).collect();
+    let counts: Vec<String> = callouts.iter().map(|c| c.headers.len().to_string()).collect();
+    let mut parts: Vec<&str> = vec!["shared.v2", &local_hex];
+    for ((callout, body), count) in callouts.iter().zip(&bodies).zip(&counts) {
+        // The header count keeps step boundaries unambiguous.
+        parts.push(count);
+        parts.push(&callout.cluster);
+        for (name, value) in &callout.headers {
+            parts.push(name);
+            parts.push(value);
+        }
+        parts.push(body);
+    }
     cache::key(&parts)
 }
 
@@ -151,11 +156,14 @@ mod tests {
         let callout = Callout { cluster: "sts".into(), headers: vec![], body: b"a=1".to_vec(), timeout_ms: 1 };
         let other_body = Callout { body: b"a=2".to_vec(), ..callout.clone() };
         let other_cluster = Callout { cluster: "sts2".into(), ..callout.clone() };
-        let k = shared_key(&local, &callout);
-        assert_eq!(k, shared_key(&local, &Callout { timeout_ms: 9, ..callout.clone() }));
-        assert_ne!(k, shared_key(&local, &other_body));
-        assert_ne!(k, shared_key(&local, &other_cluster));
-        assert_ne!(k, shared_key(&key(&["other"]), &callout));
+        let k = shared_key(&local, std::slice::from_ref(&callout));
+        assert_eq!(k, shared_key(&local, &[Callout { timeout_ms: 9, ..callout.clone() }]));
+        assert_ne!(k, shared_key(&local, std::slice::from_ref(&other_body)));
+        assert_ne!(k, shared_key(&local, std::slice::from_ref(&other_cluster)));
+        assert_ne!(k, shared_key(&key(&["other"]), std::slice::from_ref(&callout)));
+        let chain = shared_key(&local, &[callout.clone(), other_body.clone()]);
+        assert_ne!(k, chain, "a later step is part of the key");
+        assert_ne!(chain, shared_key(&local, &[callout.clone(), other_cluster]));
     }
 
     #[test]

@@ -143,6 +143,8 @@ mod tests {
         let n_a = br#"{"access_token":"at","token_type":"N_A"}"#;
         assert_eq!(answer(200, n_a, None).unwrap_err().status, 502, "N_A is for token exchange only");
         assert_eq!(answer(400, br#"{"error":"invalid_grant"}"#, None).unwrap_err().status, 403);
-        assert_eq!(answer(401, br#"{"error":"invalid_client"}"#, None).unwrap_err().status, 401);
+        assert_eq!(answer(401, br#"{"error":"invalid_client"}"#, None).unwrap_err().status, 502);
+        assert_eq!(answer(400, br#"{"error":"invalid_client"}"#, None).unwrap_err().status, 502);
+        assert_eq!(answer(401, br#"{"error":"invalid_token"}"#, None).unwrap_err().status, 401);
     }
 }

@@ -113,7 +113,7 @@ pub fn obtain(
         }
         Lookup::Lead => {
             worker.metrics.exchange_cache_miss.inc();
-            if let Some(basis) = plan.shared_basis.as_ref().filter(|_| worker.exchange_slots.count > 0) {
+            if let Some(basis) = Some(&plan.shared_basis).filter(|b| !b.is_empty() && worker.exchange_slots.count > 0) {
                 let key = shared::shared_key(&wait.key, basis);
                 wait.shared = Some(key);
                 match claim(worker, worker.exchange_slots, &key, now, now + plan.timeout_ms + 1_000) {

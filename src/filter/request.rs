@@ -126,9 +126,8 @@ pub fn on_headers(worker: &Rc<Worker>, state: &Rc<RefCell<StreamState>>, end_of_
         let mut s = state.borrow_mut();
         s.mcp_path = true;
         s.endpoint = Rc::from(path.as_str());
-        if config.mcp.sessions.bind {
-            s.session_id = value("mcp-session-id").map(str::to_string);
-        }
+        // Read whatever `sessions.bind` says: account linking recognizes URL-capable sessions by it.
+        s.session_id = value("mcp-session-id").map(str::to_string);
     }
     let token: Rc<str> = Rc::from(token);
     let awaits_body = {
@@ -359,8 +358,11 @@ pub fn caller(worker: &Worker, principal: &Principal) -> String {
 
 /// A request that names an MCP session may go on only for the caller the session was issued to.
 fn check_session(worker: &Worker, state: &RefCell<StreamState>, principal: &Principal) -> Option<Denial> {
-    let session_id = state.borrow().session_id.clone()?;
     let policy = &worker.config.mcp.sessions;
+    if !policy.bind {
+        return None;
+    }
+    let session_id = state.borrow().session_id.clone()?;
     match sessions::check(worker.host.as_ref(), policy, &session_id, &caller(worker, principal), worker.now_ms()) {
         sessions::Access::Allow => None,
         sessions::Access::NotFound => Some(Denial::new(Reason::SessionNotFound, jsonrpc_reply::session_not_found())),
