@@ -162,7 +162,7 @@ class Demo:
         await self.session(writer, as_writer)
         opaque = self.opaque_token("read:tasks")
         self.say()
-        self.say(f"6. The IdP issues an opaque token ({mask(opaque)}): the filter asks the IdP's introspection endpoint")
+        self.say(f"7. The IdP issues an opaque token ({mask(opaque)}): the filter asks the IdP's introspection endpoint")
 
         async def with_opaque(client: Client, http_log: list) -> None:
             await self.step_opaque(client)
