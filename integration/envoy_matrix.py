@@ -79,7 +79,8 @@ def refuses_wasm(binary: Path) -> tuple[bool, str]:
     """Envoy without V8 exits at start-up on the stack's config, with the line that says why."""
     wasm = Path(os.environ.get("MCP_AUTHZ_WASM", REPO / "build" / "mcp_authz.wasm"))
     values = config.local_values(listener_port=10000, wasm=wasm, mcp_port=10001, idp_port=10002, sts_port=10003,
-                                 connector_port=10004, issuer="http://127.0.0.1:10002")
+                                 connector_port=10004, issuer="http://127.0.0.1:10002", as_port=10005,
+                                 as_issuer="http://127.0.0.1:10005")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "envoy.yaml"
         path.write_text(config.render(values))
