@@ -57,6 +57,7 @@ class Endpoints:
     envoy_admin: str | None = None
     tasks_api: str | None = None  # its GET /_calls shows which token it verified
     mcp_server: str | None = None  # its GET /_received shows what reached it (not through Envoy)
+    as_issuer: str | None = None  # the CRM authorization server's issuer (the ID-JAG step's expected `iss`)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +67,8 @@ class Endpoints:
                        connector=os.environ["MCP_AUTHZ_CONNECTOR_URL"],
                        envoy_admin=os.environ.get("MCP_AUTHZ_ENVOY_ADMIN_URL"),
                        tasks_api=os.environ.get("MCP_AUTHZ_TASKS_API_URL"),
-                       mcp_server=os.environ.get("MCP_AUTHZ_MCP_SERVER_URL"))
+                       mcp_server=os.environ.get("MCP_AUTHZ_MCP_SERVER_URL"),
+                       as_issuer=os.environ.get("MCP_AUTHZ_AS_ISSUER"))
         except KeyError as e:
             raise SystemExit(f"--external needs {e.args[0]} (and MCP_AUTHZ_MCP_URL, MCP_AUTHZ_IDP_URL, "
                              "MCP_AUTHZ_CONNECTOR_URL)") from None
@@ -277,7 +279,7 @@ class Demo:
             self.explain_missing_credentials()
             return
         crm_as = self.stack.crm_as if self.stack else None
-        expected_iss = crm_as.issuer if crm_as else config.COMPOSE_AS_ISSUER
+        expected_iss = crm_as.issuer if crm_as else (self.ep.as_issuer or config.COMPOSE_AS_ISSUER)
         ok = (seen.get("jwt") and seen.get("iss") == expected_iss and seen.get("sub") == USER
               and seen.get("client_id") == config.STS_CLIENT_ID)
         self.status("id-jag-exchange", bool(ok),

@@ -253,17 +253,18 @@ def test_compose_commands_serve_the_demo_session(tmp_path):
         stack.callback(envoy.stop)
         mapping = Mapping(envoy.listener_port, tmp_path)
         # Start in compose's dependency order (backend-api before mcp-server).
-        for name in ("idp", "sts", "connector", "backend-api", "mcp-server"):
+        for name in ("idp", "sts", "crm-as", "connector", "backend-api", "mcp-server"):
             log = tmp_path / f"{name}.log"
             proc = stack.enter_context(running(mapping.command(name, services[name]["command"]), log))
             health = re.search(r"urlopen\('([^']+)'", " ".join(services[name]["healthcheck"]["test"])).group(1)
             wait_healthy(proc, health.replace(f":{config.COMPOSE_SERVICES[name][1]}/", f":{mapping.ports[name]}/"), log)
         values = config.compose_values()
-        for key in ("MCP", "IDP", "STS", "CONNECTOR"):
-            name = {"MCP": "mcp-server", "IDP": "idp", "STS": "sts", "CONNECTOR": "connector"}[key]
+        for key in ("MCP", "IDP", "STS", "CONNECTOR", "AS"):
+            name = {"MCP": "mcp-server", "IDP": "idp", "STS": "sts", "CONNECTOR": "connector", "AS": "crm-as"}[key]
             values[f"{key}_HOST"], values[f"{key}_PORT"] = "127.0.0.1", mapping.ports[name]
         values.update(ADMIN_ADDRESS="127.0.0.1", ADMIN_PORT=0, LISTEN_ADDRESS="127.0.0.1",
-                      LISTENER_PORT=envoy.listener_port, WASM=str(wasm_path()), ISSUER=mapping.address(values["ISSUER"]))
+                      LISTENER_PORT=envoy.listener_port, WASM=str(wasm_path()), ISSUER=mapping.address(values["ISSUER"]),
+                          AS_ISSUER=mapping.address(values["AS_ISSUER"]))
         envoy.use_config(config.render(values))
         envoy.start()
         env = {k: mapping.address(v) for k, v in services["tests"]["environment"].items()}
