@@ -7,7 +7,6 @@ SSE mode and in JSON-response mode.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -23,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from harness.envoy import Envoy, filter_config
 from harness.jsonrpc import messages
 from harness.keys import SigningKey, make_key, mint
-from harness.mcp_upstream import McpServer
+from harness.mcp_upstream import McpServer, run_bounded, sdk_session
 from harness.servers import JwksServer
 
 
@@ -96,16 +95,6 @@ def _clean(mcp: McpStack) -> None:
     mcp.server.reset()
 
 
-async def _session(url: str, token: str, work):
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
-        async with Client(streamable_http_client(url, http_client=http)) as client:
-            return await work(client)
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, timeout=60))
-
-
 # -- the official SDK client ---------------------------------------------------------------------------
 
 
@@ -117,7 +106,7 @@ def test_reader_sees_only_its_tools_calls_one_and_is_denied_the_other(mcp: McpSt
             await client.call_tool("createTask", {"title": "sneaky"})
         return tools, allowed, denied.value
 
-    tools, allowed, denied = run(_session(mcp.url, mcp.token("read:tasks"), work))
+    tools, allowed, denied = run_bounded(sdk_session(mcp.url, mcp.token("read:tasks"), work))
     assert sorted(tools) == ["getTasks", "whoami"]
     assert not allowed.is_error and "Found" in allowed.content[0].text
     assert "Insufficient scope" in str(denied)
@@ -136,7 +125,7 @@ def test_sdk_client_without_token_gets_nothing(mcp: McpStack) -> None:
                 return await work(client)
 
     with pytest.raises(BaseException):
-        run(no_token())
+        run_bounded(no_token())
     assert mcp.server.received() == [], "nothing reached the MCP server"
 
 
@@ -147,7 +136,7 @@ def test_writer_may_create_and_the_server_sees_identity_headers(mcp: McpStack) -
         return created, json.loads(who.content[0].text)
 
     token = mcp.token("read:tasks write:tasks")
-    created, who = run(_session(mcp.url, token, work))
+    created, who = run_bounded(sdk_session(mcp.url, token, work))
     assert created.content[0].text == "Created task: allowed"
     assert who["authorization"] == f"Bearer {token}", "passthrough: the verified token goes upstream unchanged"
     assert who["x-user-sub"] == "alice"
@@ -163,7 +152,7 @@ def test_legacy_handshake_through_the_sdk_fallback(mcp: McpStack) -> None:
             await client.call_tool("createTask", {"title": "sneaky"})
         return tools, await client.call_tool("getTasks", {})
 
-    tools, allowed = run(_session(mcp.url, mcp.token("read:tasks", modern=False), work))
+    tools, allowed = run_bounded(sdk_session(mcp.url, mcp.token("read:tasks", modern=False), work))
     assert sorted(tools) == ["getTasks", "whoami"]
     assert not allowed.is_error
     seen = mcp.upstream_methods()

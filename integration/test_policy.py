@@ -5,7 +5,6 @@ configured, with scripts/tool_pins.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import json
@@ -16,16 +15,14 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
-import httpx2
 import pytest
 import yaml
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from harness.envoy import REPO, Envoy, filter_config, wasm_path
+from harness.envoy import REPO, Envoy, wasm_path
 from harness.keys import AUDIENCE, ISSUER, make_key, mint
-from harness.mcp_upstream import McpServer, envoy_before_mcp_server
+from harness.mcp_upstream import McpServer, envoy_before_mcp_server, run_bounded, sdk_session
 from harness.ports import free_port
 from harness.servers import EchoServer, JwksServer
 
@@ -84,16 +81,6 @@ def _clean(request) -> None:
         request.getfixturevalue("sdk").server.reset()
 
 
-async def _session(url: str, token: str, work):
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
-        async with Client(streamable_http_client(url, http_client=http)) as client:
-            return await work(client)
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, timeout=60))
-
-
 # -- argument conditions ---------------------------------------------------------------------------------
 
 
@@ -107,7 +94,7 @@ def test_the_project_must_be_in_the_callers_projects_claim(sdk: Upstream) -> Non
             await client.call_tool("get_project_tasks", {"project": "skylab"})
         return listed, allowed, refused.value
 
-    listed, allowed, refused = run(_session(sdk.url, token, work))
+    listed, allowed, refused = run_bounded(sdk_session(sdk.url, token, work))
     assert "get_project_tasks" in listed, "listed: the caller may call it with some arguments"
     assert not allowed.is_error and json.loads(allowed.content[0].text)["project"] == "apollo"
     assert refused.error.data == {"method": "tools/call", "name": "get_project_tasks", "error": "access_denied",
@@ -341,5 +328,5 @@ def test_tool_pins_script_prints_the_pins_the_filter_computes(tmp_path_factory) 
         async def work(client: Client):
             return sorted(t.name for t in (await client.list_tools()).tools)
 
-        assert run(_session(u.url, token, work)) == sorted(pins)
+        assert run_bounded(sdk_session(u.url, token, work)) == sorted(pins)
         assert u.envoy.metric("mcp_authz.tool_definition_changed") == 0

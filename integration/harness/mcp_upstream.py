@@ -117,3 +117,21 @@ def envoy_before_mcp_server(tmp_dir: Path, name: str, **top_level) -> Iterator[t
         stack.callback(envoy.stop)
         envoy.start()
         yield envoy, server, key
+
+
+async def sdk_session(url: str, token: str, work):
+    """Runs `work(client)` in an official MCP SDK client session at `url` with `token` as the bearer."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            return await work(client)
+
+
+def run_bounded(coro):
+    """Runs `coro` to completion, failing after 60 s rather than hanging the suite."""
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coro, timeout=60))
